@@ -1,0 +1,6 @@
+"""Custom Keras layers of mtl_keras; each is registered so `.keras` files load with safe_mode=True."""
+
+from mtl_keras.layers.boxes import CenterSizeToCorners
+from mtl_keras.layers.preprocess import TrunkPreprocess
+
+__all__ = ["CenterSizeToCorners", "TrunkPreprocess"]

@@ -1,0 +1,220 @@
+"""``build_model``: one shared trunk, one named output per task, compile defaults from the tasks.
+
+Example:
+    >>> import mtl_keras as mk
+    >>> tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"])
+    >>> model = mk.build_model(tasks, trunk="resnet50", image_size=64)
+    >>> sorted(model.output_names)
+    ['box', 'shape']
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mtl_keras import tasks as task_lib
+from mtl_keras.errors import MtlError, unknown
+from mtl_keras.trunks import TAP_STRIDES, build_trunk, trunk_spec
+
+
+def _topological(tasks) -> list:
+    """Tasks ordered so each comes after the tasks it ``depends_on``; a cycle is an error."""
+    by_name = {t.name: t for t in tasks}
+    order, state = [], {}
+
+    def visit(t, path):
+        if state.get(t.name) == "done":
+            return
+        if state.get(t.name) == "active":
+            raise MtlError(f"task dependencies form a cycle: {' -> '.join([*path, t.name])}")
+        state[t.name] = "active"
+        for d in t.depends_on:
+            visit(by_name[d], [*path, t.name])
+        state[t.name] = "done"
+        order.append(t)
+
+    for t in tasks:
+        visit(t, [])
+    return order
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class MultiTaskModel(keras.Model):
+    """A functional Keras model that knows its tasks.
+
+    Behaves like any functional model (``fit``, ``evaluate``, ``save``); on top of that ``compile``
+    fills in each task's loss and metrics, accepts a partial ``loss_weights`` dict (unnamed tasks
+    weigh 1.0), and ``fit``/``evaluate`` drop dataset targets for tasks the model does not have.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), image_size=32)
+        >>> m.compile(optimizer="adam", loss_weights={"color": 2.0})
+        >>> [t.name for t in m.tasks]
+        ['color']
+    """
+
+    def __init__(self, *args, tasks=None, build_config=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # from_config builds the graph first and attaches the tasks after.
+        self.tasks = task_lib.check_unique(tasks) if tasks is not None else []
+        self.build_config = dict(build_config or {})
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str):
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise unknown("task", name, self.task_names)
+
+    # ----- compile ----------------------------------------------------------------------------
+    def _per_task(self, value, what: str, default) -> dict:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise MtlError(f"{what} must be a dict keyed by task name ({', '.join(self.task_names)})")
+        for k in value:
+            if k not in self.task_names:
+                raise MtlError(f"{what} names {k!r}, which is not a task of this model; tasks: {', '.join(self.task_names)}")
+        return {t.name: (value[t.name] if t.name in value else default(t)) for t in self.tasks}
+
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, **kwargs):
+        """``keras.Model.compile`` with per-task defaults.
+
+        ``loss`` / ``metrics`` / ``loss_weights`` are dicts keyed by task name; tasks left out get
+        their task's loss, metrics and a weight of 1.0.
+        """
+        loss = self._per_task(loss, "loss", lambda t: t.loss())
+        metrics = self._per_task(metrics, "metrics", lambda t: t.metrics())
+        loss_weights = self._per_task(loss_weights, "loss_weights", lambda t: 1.0)
+        for name, w in loss_weights.items():
+            try:
+                w = float(w)
+            except (TypeError, ValueError):
+                raise MtlError(f"loss weight of task {name!r} must be a number, got {w!r}") from None
+            if not (w >= 0 and w != float("inf")):
+                raise MtlError(f"loss weight of task {name!r} must be finite and >= 0, got {w}")
+            loss_weights[name] = w
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        # Keras records the arguments its own compile() received: our filled-in per-task dicts.
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        """Recompile a loaded model with the losses, weights and metrics it was saved with."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ----- data -------------------------------------------------------------------------------
+    def _select_targets(self, data):
+        """Keep only the targets (and weights) of this model's tasks in a ``tf.data`` dataset."""
+        if not isinstance(data, tf.data.Dataset):
+            return data
+        spec = data.element_spec
+        if not (isinstance(spec, tuple) and len(spec) >= 2 and isinstance(spec[1], dict)):
+            return data
+        missing = [n for n in self.task_names if n not in spec[1]]
+        if missing:
+            raise MtlError(
+                f"the dataset has no targets for task(s) {', '.join(missing)}; it has: {', '.join(sorted(spec[1]))}"
+            )
+        if set(spec[1]) == set(self.task_names):
+            return data
+        names = self.task_names
+        return data.map(lambda *el: tuple({n: part[n] for n in names} if isinstance(part, dict) else part for part in el))
+
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        return super().fit(
+            self._select_targets(x), *args, validation_data=self._select_targets(validation_data), **kwargs
+        )
+
+    def evaluate(self, x=None, *args, **kwargs):
+        return super().evaluate(self._select_targets(x), *args, **kwargs)
+
+    # ----- serialization ----------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config["tasks"] = [t.get_config() for t in self.tasks]
+        config["build_config_mtl"] = self.build_config
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from keras.src.models.functional import functional_from_config
+
+        config = dict(config)
+        tasks = [task_lib.from_config(c) for c in config.pop("tasks", [])]
+        build_config = config.pop("build_config_mtl", {})
+        model = functional_from_config(cls, config, custom_objects=custom_objects)
+        model.tasks = task_lib.check_unique(tasks)
+        model.build_config = build_config
+        return model
+
+
+def build_model(
+    tasks,
+    trunk: str = "resnet50",
+    image_size: int = 96,
+    weights=None,
+    bn_momentum: float | None = 0.9,
+    branch_point: str | None = None,
+    name: str = "mtl",
+) -> MultiTaskModel:
+    """A functional multi-task model: input ``image`` (RGB 0–255), one output per task, named after it.
+
+    ``branch_point`` (``"c3"`` or ``"c4"``) shares the trunk only up to that tap; global heads then
+    each get their own copy of the deeper stages (dense heads keep using the shared taps).
+    A task's ``depends_on`` feeds the outputs of those tasks into its head.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> ts = mk.tasks.from_dataset("shapes", names=["shape", "count"])
+        >>> m = build_model(ts, image_size=64)
+        >>> {k: tuple(v.shape) for k, v in m.output.items()}
+        {'count': (None, 1), 'shape': (None, 6)}
+    """
+    tasks = task_lib.check_unique(tasks)
+    trunk_spec(trunk)
+    image_size = int(image_size)
+    image = keras.Input((image_size, image_size, 3), name="image")
+    taps = build_trunk(trunk, image, weights=weights, bn_momentum=bn_momentum)
+    shared_pool = keras.layers.GlobalAveragePooling2D(name="shared_pool")
+    features = {**taps, "pooled": shared_pool(taps["c5"])}
+    branches = {}
+    if branch_point is not None:
+        if branch_point not in ("c3", "c4"):
+            raise MtlError(f"branch_point must be 'c3' or 'c4' (the tap after which tasks stop sharing), got {branch_point!r}")
+        branches = _branch_copies(trunk, image_size, branch_point, [t for t in tasks if not t.dense])
+    outputs = {}
+    for task in _topological(tasks):
+        task_features = features
+        if task.name in branches:
+            c5 = branches[task.name](taps[branch_point])
+            task_features = {**features, "c5": c5, "pooled": keras.layers.GlobalAveragePooling2D(name=f"{task.name}_pool")(c5)}
+        extra = [outputs[d] for d in task.depends_on]
+        outputs[task.name] = task.head(task_features, extra=extra or None)
+    build_config = {
+        "trunk": trunk, "image_size": image_size, "bn_momentum": bn_momentum,
+        "branch_point": branch_point, "weights": weights if weights in (None, "imagenet") else str(weights),
+    }
+    return MultiTaskModel(inputs=image, outputs=outputs, tasks=tasks, build_config=build_config, name=name)
+
+
+def _branch_copies(trunk: str, image_size: int, branch_point: str, tasks) -> dict:
+    """Per-task copies of the trunk stages after ``branch_point``, as sub-models named ``<task>_branch``."""
+    template_in = keras.Input((image_size, image_size, 3))
+    template_taps = build_trunk(trunk, template_in, weights=None)
+    tail = keras.Model(template_taps[branch_point], template_taps["c5"])
+    copies = {}
+    for task in tasks:
+        copy = keras.models.clone_model(tail)
+        copy.name = f"{task.name}_branch"
+        copies[task.name] = copy
+    return copies

@@ -1,0 +1,86 @@
+"""Task types (one file each) and the helpers that pick tasks for a dataset.
+
+Example:
+    >>> import mtl_keras as mk
+    >>> [t.name for t in mk.tasks.from_dataset("shapes", names=["shape", "box"])]
+    ['shape', 'box']
+"""
+
+from mtl_keras.errors import MtlError, unknown
+from mtl_keras.tasks.base import TASK_TYPES, Task, register_task_type
+from mtl_keras.tasks.box import BoxTask
+from mtl_keras.tasks.classification import ClassificationTask
+from mtl_keras.tasks.multilabel import MultilabelTask
+from mtl_keras.tasks.regression import RegressionTask
+
+__all__ = [
+    "TASK_TYPES",
+    "BoxTask",
+    "ClassificationTask",
+    "MultilabelTask",
+    "RegressionTask",
+    "Task",
+    "from_config",
+    "from_dataset",
+    "register_task_type",
+]
+
+
+def from_config(config: dict) -> Task:
+    """Rebuild a task from ``task.get_config()``.
+
+    Example:
+        >>> from_config(BoxTask("box").get_config()).name
+        'box'
+    """
+    return Task.from_config(config)
+
+
+def from_dataset(dataset: str, names=None, **dataset_options) -> list[Task]:
+    """The tasks a dataset has labels for, in the order of ``names`` (all of them when omitted).
+
+    Example:
+        >>> [t.kind for t in from_dataset("shapes", names=["color", "count"])]
+        ['classification', 'regression']
+    """
+    from mtl_keras import data
+
+    available = data.get_source(dataset, **dataset_options).tasks()
+    if names is None:
+        return list(available.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise MtlError("no task names given")
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise MtlError(f"task {n!r} is listed twice")
+        seen.add(n)
+        if n not in available:
+            raise MtlError(f"dataset {dataset!r} has no label for task {n!r}; available: {', '.join(available)}")
+    return [available[n] for n in names]
+
+
+def check_unique(tasks) -> list[Task]:
+    """Validate a task list: non-empty, Task objects, unique names, known dependencies.
+
+    Example:
+        >>> len(check_unique([BoxTask("box")]))
+        1
+    """
+    tasks = list(tasks)
+    if not tasks:
+        raise MtlError("a model needs at least one task")
+    names = []
+    for t in tasks:
+        if not isinstance(t, Task):
+            raise MtlError(f"expected Task objects, got {type(t).__name__}: {t!r}")
+        if t.name in names:
+            raise MtlError(f"two tasks are named {t.name!r}")
+        names.append(t.name)
+    for t in tasks:
+        for d in t.depends_on:
+            if d not in names:
+                raise unknown(f"dependency of task {t.name!r}:", d, names)
+    return tasks

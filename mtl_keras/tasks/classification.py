@@ -1,0 +1,60 @@
+"""Single-label classification: softmax over ``classes``, sparse cross-entropy, accuracy."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.errors import MtlError
+from mtl_keras.tasks.base import Task, register_task_type
+
+
+@register_task_type
+class ClassificationTask(Task):
+    """One class per sample; the label is a class index, -1 where it is missing.
+
+    Example:
+        >>> t = ClassificationTask("color", classes=["red", "green"])
+        >>> t.decode(np.array([0.2, 0.8]))
+        {'label': 'green', 'index': 1, 'score': 0.8}
+    """
+
+    kind = "classification"
+    primary_metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, name, classes, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(name, **kwargs)
+        if len(classes) < 2:
+            raise MtlError(f"task {name!r}: classification needs at least 2 classes, got {list(classes)}")
+        self.classes = [str(c) for c in classes]
+        self.label_smoothing = float(label_smoothing)
+
+    @property
+    def num_outputs(self):
+        return len(self.classes)
+
+    def output_layer(self):
+        return keras.layers.Activation("softmax", dtype="float32", name=self.name)
+
+    def loss(self):
+        # Masked mean: a sample with weight 0 (missing label) neither adds to nor dilutes the loss.
+        return keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+
+    def metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def encode(self, label, image_size):
+        label = tf.cast(tf.reshape(label, []), tf.int32)
+        known = label >= 0
+        return tf.where(known, label, 0), tf.cast(known, tf.float32)
+
+    def target_signature(self, image_size):
+        return tf.TensorSpec([], tf.int32)
+
+    def decode(self, output):
+        p = np.asarray(output, np.float32)
+        i = int(np.argmax(p))
+        return {"label": self.classes[i], "index": i, "score": round(float(p[i]), 4)}
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "label_smoothing": self.label_smoothing}
