@@ -1,0 +1,59 @@
+"""``mtl-keras``: train | evaluate | ... — each subcommand lives in ``mtl_keras/commands/``.
+
+User mistakes end in ``error: <one line>`` and exit status 2, never a TensorFlow traceback.
+
+Example:
+    $ mtl-keras train --data shapes --tasks shape,color,box --epochs 3 --out runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand.
+
+    Example:
+        >>> build_parser().parse_args(["evaluate", "m.keras"]).command
+        'evaluate'
+    """
+    from mtl_keras.commands import COMMANDS
+
+    parser = argparse.ArgumentParser(prog="mtl-keras", description="Multi-task learning for Keras.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``mtl-keras`` command; returns the exit status.
+
+    Example:
+        >>> main(["evaluate", "does-not-exist.keras"])
+        2
+    """
+    from mtl_keras.errors import MtlError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except MtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

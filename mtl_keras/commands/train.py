@@ -1,0 +1,230 @@
+"""Train a multi-task model and write model.keras, history.csv, config.json and metrics.json.
+
+Example:
+    mtl-keras train --data shapes --tasks shape,color,present,box,count --image-size 96 \
+        --epochs 3 --loss-weights box=5 --out runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from mtl_keras.errors import MtlError
+
+RUN_FILES = ("model.keras", "history.csv", "config.json", "metrics.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: every label of the dataset)")
+    p.add_argument("--trunk", default="resnet50", help="resnet50 | mobilenet_v3_small | mobilenet_v3_large")
+    p.add_argument("--weights", default="none", help="trunk weights: none | imagenet | path to .weights.h5")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
+    p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
+    p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
+    p.add_argument("--mixed-precision", default="off", help="auto | float16 | bfloat16 | off")
+    p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--bn-momentum", type=float, default=0.9, help="BatchNorm momentum (Keras default 0.99 lags on short runs)")
+    p.add_argument("--branch-point", default=None, help="share the trunk only up to this tap (c3 or c4)")
+    p.add_argument("--train-size", type=int, default=None, help="examples per training epoch (built-in data)")
+    p.add_argument("--val-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last backup")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+
+
+def parse_loss_weights(text: str) -> dict:
+    """``"box=5,shape=1"`` -> ``{"box": 5.0, "shape": 1.0}``, with clear errors.
+
+    Example:
+        >>> parse_loss_weights("box=5, count=0.5")
+        {'box': 5.0, 'count': 0.5}
+    """
+    weights = {}
+    for part in filter(None, (s.strip() for s in (text or "").split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise MtlError(f"malformed --loss-weights entry {part!r}; expected NAME=NUMBER, e.g. box=5")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise MtlError(f"loss weight for {name.strip()!r} is not a number: {value!r}") from None
+    return weights
+
+
+def validate(args) -> None:
+    """Reject impossible settings before anything heavy is imported or written."""
+    for flag in ("epochs", "batch_size", "image_size"):
+        if getattr(args, flag) < 1:
+            raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    for flag in ("train_size", "val_size", "test_size"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {v}")
+    if not args.learning_rate > 0:
+        raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 <= args.bn_momentum < 1:
+        raise MtlError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
+    if args.mixed_precision not in ("auto", "float16", "bfloat16", "off"):
+        raise MtlError(f"unknown --mixed-precision {args.mixed_precision!r}; available: auto, bfloat16, float16, off")
+
+
+def prepare_run_dir(args) -> None:
+    """Refuse to clobber a finished run; ``--force`` starts over, ``--resume`` keeps the backup."""
+    from mtl_keras.io import ensure_dir
+
+    out = args.out
+    finished = os.path.exists(os.path.join(out, "model.keras"))
+    backup = os.path.join(out, "backup")
+    if args.resume and args.force:
+        raise MtlError("--resume and --force contradict each other; use one")
+    if args.resume:
+        if not os.path.isdir(backup):
+            raise MtlError(f"nothing to resume in {out}: no backup of an interrupted run there")
+        return
+    if os.path.isdir(backup) and not args.force:
+        raise MtlError(f"{out} holds an interrupted run; pass --resume to continue it or --force to start over")
+    if finished and not args.force:
+        raise MtlError(f"{out} already holds a finished run; pass --force to overwrite it or choose another --out")
+    if args.force and os.path.isdir(out):
+        for name in (*RUN_FILES, "backup", "logs"):
+            target = os.path.join(out, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+    ensure_dir(out)
+
+
+def load_resume_config(args):
+    """On ``--resume``, the run's own config.json decides every setting (only --out is needed)."""
+    path = os.path.join(args.out, "config.json")
+    if not os.path.isfile(path):
+        raise MtlError(f"cannot resume: {path} is missing")
+    with open(path) as f:
+        saved = json.load(f)["args"]
+    for key, value in saved.items():
+        if key not in ("resume", "force", "out"):
+            setattr(args, key, value)
+    return args
+
+
+def set_precision(policy: str) -> str:
+    """Apply ``--mixed-precision``; ``auto`` picks bfloat16 on GPUs that have it, float32 on CPU."""
+    import keras
+    import tensorflow as tf
+
+    if policy == "auto":
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            policy = "off"
+        else:
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            policy = "bfloat16" if tuple(cc) >= (8, 0) else "float16"
+    name = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[policy]
+    keras.mixed_precision.set_global_policy(name)
+    return name
+
+
+def run(args) -> int:
+    validate(args)
+    if args.resume:
+        load_resume_config(args)
+    prepare_run_dir(args)
+
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    import mtl_keras as mk
+    from mtl_keras import io
+
+    # Our datasets are shuffled by the pipeline; Keras' reminder about it is noise here.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    from mtl_keras.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
+    from mtl_keras.evaluate import evaluate_model, format_table
+
+    keras.utils.set_random_seed(args.seed)
+    policy = set_precision(args.mixed_precision)
+    tasks = mk.tasks.from_dataset(args.data, names=args.tasks)
+    loss_weights = parse_loss_weights(args.loss_weights)
+    unknown_weights = [k for k in loss_weights if k not in [t.name for t in tasks]]
+    if unknown_weights:
+        raise MtlError(
+            f"--loss-weights names {', '.join(unknown_weights)}, not trained here; tasks: {', '.join(t.name for t in tasks)}"
+        )
+    weights = None if args.weights.lower() == "none" else args.weights
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    sizes = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
+    train, val, test = (
+        mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
+                     tasks=tasks, size=sizes[s], seed=args.seed)
+        for s in ("train", "val", "test")
+    )
+    with strategy.scope():
+        model = mk.build_model(
+            tasks, trunk=args.trunk, image_size=args.image_size, weights=weights,
+            bn_momentum=args.bn_momentum, branch_point=args.branch_point,
+        )
+        compile_kwargs = {"jit_compile": bool(args.jit_compile)}
+        if args.balancer != "static":
+            compile_kwargs["balancer"] = args.balancer
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate), loss_weights=loss_weights, **compile_kwargs
+        )
+    config = {
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "data": args.data,
+        "tasks": [t.get_config() for t in tasks],
+        "image_size": args.image_size,
+        "trunk": args.trunk,
+        "build": model.build_config,
+        "policy": policy,
+        "replicas": replicas,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mtl_keras": mk.__version__},
+    }
+    io.write_json(os.path.join(args.out, "config.json"), config)
+    backup = os.path.join(args.out, "backup")
+    callbacks = [
+        StopOnNonFiniteLoss(model.task_names),
+        # delete_checkpoint=False: we remove the backup ourselves only after the model is safely saved.
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        keras.callbacks.CSVLogger(os.path.join(args.out, "history.csv"), append=args.resume),
+        keras.callbacks.TensorBoard(os.path.join(args.out, "logs"), write_graph=False, profile_batch=0),
+    ]
+    print(f"training {', '.join(model.task_names)} on {args.data} with {args.trunk} at {args.image_size} px "
+          f"({model.count_params():,} parameters, policy {policy}, {replicas} replica(s))", flush=True)
+    started = time.time()
+    try:
+        model.fit(train, validation_data=val, epochs=args.epochs, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    except NonFiniteLoss as e:
+        raise MtlError(
+            f"{e}; training stopped and the last good epoch is kept in {backup}. Lower --learning-rate "
+            f"or fix the labels, then continue with: mtl-keras train --out {args.out} --resume"
+        ) from None
+    train_seconds = time.time() - started
+    io.save_model(model, os.path.join(args.out, "model.keras"))
+    shutil.rmtree(backup, ignore_errors=True)
+    results = evaluate_model(model, test)
+    io.write_json(
+        os.path.join(args.out, "metrics.json"),
+        {"data": args.data, "split": "test", "train_seconds": round(train_seconds, 1), "tasks": results},
+    )
+    print(f"\ntest split of {args.data} (trained {train_seconds:.0f} s):")
+    print(format_table(results, model.tasks))
+    print(f"\nwrote {args.out}/model.keras, history.csv, config.json, metrics.json")
+    return 0

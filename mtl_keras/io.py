@@ -1,0 +1,107 @@
+"""Atomic artifact writing: a file is either the old one or the complete new one, never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+
+from mtl_keras.errors import MtlError
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ""):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+
+    Example:
+        >>> import os, tempfile
+        >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
+        >>> with atomic_path(target) as tmp:
+        ...     _ = open(tmp, "w").write("done")
+        >>> open(target).read()
+        'done'
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_dir(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix or ".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically.
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
+        >>> write_json(p, {"a": 1}); open(p).read()
+        '{\\n  "a": 1\\n}\\n'
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=_jsonable)
+            f.write("\n")
+
+
+def write_text(path, text: str) -> None:
+    """Write text atomically.
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "r.md"); write_text(p, "# ok"); open(p).read()
+        '# ok'
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def save_model(model, path) -> None:
+    """``model.save(path)`` through a temporary ``.keras`` file and a rename.
+
+    Example:
+        >>> save_model(model, "runs/x/model.keras")  # doctest: +SKIP
+    """
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def ensure_dir(path) -> str:
+    """Create ``path`` (and parents) or say clearly why it cannot be a directory.
+
+    Example:
+        >>> import tempfile; ensure_dir(tempfile.mkdtemp()) != ""
+        True
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise MtlError(f"output path {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise MtlError(f"cannot create directory {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise MtlError(f"directory {path} is not writable")
+    return path
+
+
+def _jsonable(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
