@@ -88,6 +88,12 @@ class MultiTaskModel(keras.Model):
         ``loss`` / ``metrics`` / ``loss_weights`` are dicts keyed by task name; tasks left out get
         their task's loss, metrics and a weight of 1.0.
         """
+        # A reloaded model's compile config names them weighted_metrics (see below).
+        if metrics is None:
+            metrics = kwargs.pop("weighted_metrics", None)
+        elif kwargs.get("weighted_metrics") is not None:
+            raise MtlError("pass task metrics as `metrics` only; they are always weighted by label presence")
+        kwargs.pop("weighted_metrics", None)
         loss = self._per_task(loss, "loss", lambda t: t.loss())
         metrics = self._per_task(metrics, "metrics", lambda t: t.metrics())
         loss_weights = self._per_task(loss_weights, "loss_weights", lambda t: 1.0)
@@ -99,7 +105,11 @@ class MultiTaskModel(keras.Model):
             if not (w >= 0 and w != float("inf")):
                 raise MtlError(f"loss weight of task {name!r} must be finite and >= 0, got {w}")
             loss_weights[name] = w
-        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+        # Sample weights here mean "this sample has a label for this task": metrics must see them too,
+        # so the task metrics go in as Keras' weighted_metrics (plain `metrics` ignore sample weights).
+        super().compile(
+            optimizer=optimizer, loss=loss, loss_weights=loss_weights, weighted_metrics=metrics, **kwargs
+        )
 
     def get_compile_config(self):
         # Keras records the arguments its own compile() received: our filled-in per-task dicts.
