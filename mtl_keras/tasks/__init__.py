@@ -10,8 +10,10 @@ from mtl_keras.errors import MtlError, unknown
 from mtl_keras.tasks.base import TASK_TYPES, Task, register_task_type
 from mtl_keras.tasks.box import BoxTask
 from mtl_keras.tasks.classification import ClassificationTask
+from mtl_keras.tasks.detection import DetectionTask
 from mtl_keras.tasks.multilabel import MultilabelTask
 from mtl_keras.tasks.regression import RegressionTask
+from mtl_keras.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "TASK_TYPES",

@@ -1,0 +1,289 @@
+"""Object detection, CenterNet-style: a class heatmap plus box size and centre offset per cell.
+
+The head reads the shared stride-4 FPN map and emits ONE dense float32 tensor ``[H/4, W/4, C + 4]``
+(layout in ``demo.decoding``), so ``fit``, ``save`` and TFLite export treat it like any other
+output. Targets are encoded in ``tf.data`` from the Keras bounding-box dict
+``{"boxes": [M, 4] rel_yxyx, "labels": [M]}`` (padded with -1) into ``[H/4, W/4, C + 5]``: the
+Gaussian heatmaps, size, offset and a centre indicator. Decoding (peak picking, top-k, threshold)
+is ``demo.decoding.decode_detections`` — numpy, shared with the device demo. Evaluation is COCO mAP
+through pycocotools (``mtl_keras.coco_eval``).
+
+Example:
+    >>> t = DetectionTask("objects", classes=["circle", "square"])
+    >>> t.num_outputs, t.target_signature(64).shape
+    (6, TensorShape([16, 16, 7]))
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from demo.decoding import OUTPUT_STRIDE, decode_detections, detections_to_json
+from mtl_keras.errors import MtlError, unknown
+from mtl_keras.layers import fpn_features
+from mtl_keras.tasks.base import Task, register_task_type
+
+HEATMAP_LOSSES = ("focal", "penalty_reduced")
+# Gaussian spread relative to the object size (TTFNet's alpha): sigma = alpha * size / 6, per axis,
+# so elongated objects get elongated peaks; the floor keeps tiny objects learnable.
+_GAUSSIAN_ALPHA = 0.54
+_MIN_SIGMA_CELLS = 0.5
+# Prior probability of an object centre at a cell: a low start keeps the many empty cells from
+# swamping the first steps (the focal-loss paper's initialisation).
+_HEATMAP_PRIOR = 0.1
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class CenterNetLoss(keras.losses.Loss):
+    """Heatmap focal loss + L1 on box size and centre offset at object centres, per image.
+
+    ``heatmap_loss="focal"`` is Keras' ``binary_focal_crossentropy`` against the Gaussian targets;
+    ``"penalty_reduced"`` is CenterNet's variant (negatives near a centre are penalised less).
+    Both are normalised by the number of objects in the image (at least 1), as in CenterNet.
+
+    Example:
+        >>> t = DetectionTask("objects", classes=["a"])
+        >>> y = t.encode({"boxes": np.array([[.2, .2, .6, .6]]), "labels": np.array([0])}, 32)[0][None]
+        >>> loss = CenterNetLoss(num_classes=1)
+        >>> bool(loss(y, y[..., :5]) < loss(y, np.full((1, 8, 8, 5), .5, "float32")))
+        True
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        heatmap_loss: str = "focal",
+        size_weight: float = 5.0,
+        offset_weight: float = 1.0,
+        gamma: float = 2.0,
+        reduction="mean_with_sample_weight",
+        name="centernet_loss",
+        **kwargs,
+    ):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        if heatmap_loss not in HEATMAP_LOSSES:
+            raise unknown("heatmap loss", heatmap_loss, HEATMAP_LOSSES)
+        self.num_classes = int(num_classes)
+        self.heatmap_loss = heatmap_loss
+        self.size_weight = float(size_weight)
+        self.offset_weight = float(offset_weight)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        c = self.num_classes
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        heat_true, heat_pred = y_true[..., :c], ops.clip(y_pred[..., :c], 1e-4, 1.0 - 1e-4)
+        centres = y_true[..., c + 4]
+        n = ops.maximum(ops.sum(centres, axis=(1, 2)), 1.0)
+        if self.heatmap_loss == "focal":
+            # Keras averages over the class axis; times C gives the per-cell sum over classes.
+            per_cell = keras.losses.binary_focal_crossentropy(heat_true, heat_pred, gamma=self.gamma) * c
+            heat = ops.sum(per_cell, axis=(1, 2))
+        else:
+            pos = ops.cast(heat_true >= 1.0 - 1e-4, "float32")
+            pos_loss = -ops.log(heat_pred) * ops.power(1.0 - heat_pred, self.gamma) * pos
+            neg_loss = (
+                -ops.log(1.0 - heat_pred) * ops.power(heat_pred, self.gamma)
+                * ops.power(1.0 - heat_true, 4.0) * (1.0 - pos)
+            )
+            heat = ops.sum(pos_loss + neg_loss, axis=(1, 2, 3))
+        l1 = ops.abs(y_true[..., c : c + 4] - y_pred[..., c : c + 4]) * centres[..., None]
+        size = ops.sum(l1[..., :2], axis=(1, 2, 3))
+        offset = ops.sum(l1[..., 2:], axis=(1, 2, 3))
+        return (heat + self.size_weight * size + self.offset_weight * offset) / n
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes, "heatmap_loss": self.heatmap_loss,
+            "size_weight": self.size_weight, "offset_weight": self.offset_weight, "gamma": self.gamma,
+        }
+
+
+def targets_to_boxes(target: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ground-truth boxes and classes stored in one encoded ``[H, W, C + 5]`` target.
+
+    Exact except where two objects share a centre cell (the encoding keeps one box there).
+
+    Example:
+        >>> t = DetectionTask("objects", classes=["a", "b"])
+        >>> y = t.encode({"boxes": np.array([[.2, .2, .6, .6], [-1, -1, -1, -1]]), "labels": np.array([1, -1])}, 32)[0]
+        >>> boxes, classes = targets_to_boxes(y.numpy(), 2)
+        >>> boxes.astype(float).round(4).tolist(), classes.tolist()
+        ([[0.2, 0.2, 0.6, 0.6]], [1])
+    """
+    t = np.asarray(target, np.float32)
+    c = int(num_classes)
+    grid_h, grid_w = t.shape[:2]
+    ys, xs = np.nonzero(t[..., c + 4] > 0.5)
+    boxes, classes = [], []
+    for y, x in zip(ys, xs):
+        h, w, dy, dx = t[y, x, c : c + 4]
+        cy, cx = (y + dy) / grid_h, (x + dx) / grid_w
+        for k in np.flatnonzero(t[y, x, :c] >= 1.0 - 1e-4):
+            boxes.append([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
+            classes.append(k)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int32)
+
+
+@register_task_type
+class DetectionTask(Task):
+    """Every object's class and box; the label is the Keras bounding-box dict padded with -1.
+
+    ``max_objects`` caps what ``decode`` returns for a person; ``score_threshold`` is the score a
+    detection needs there (mAP evaluation keeps the top 100 at any score, as COCO does).
+
+    Example:
+        >>> t = DetectionTask("objects", classes=["circle", "square"], max_objects=3)
+        >>> out = np.zeros((16, 16, 6), np.float32); out[4, 8, 1] = 0.9; out[4, 8, 2:4] = 0.5
+        >>> t.decode(out)["objects"][0]["label"]
+        'square'
+    """
+
+    kind = "detection"
+    primary_metric = "map50"
+    higher_is_better = True
+    dense = True
+
+    def __init__(
+        self,
+        name,
+        classes,
+        max_objects: int = 100,
+        score_threshold: float = 0.3,
+        heatmap_loss: str = "focal",
+        size_weight: float = 5.0,
+        offset_weight: float = 1.0,
+        head_channels: int = 64,
+        **kwargs,
+    ):
+        super().__init__(name, **kwargs)
+        if len(classes) < 1:
+            raise MtlError(f"task {name!r}: detection needs at least 1 class")
+        if heatmap_loss not in HEATMAP_LOSSES:
+            raise unknown(f"heatmap loss of task {name!r}:", heatmap_loss, HEATMAP_LOSSES)
+        if int(max_objects) < 1:
+            raise MtlError(f"task {name!r}: max_objects must be at least 1, got {max_objects}")
+        self.classes = [str(c) for c in classes]
+        self.max_objects = int(max_objects)
+        self.score_threshold = float(score_threshold)
+        self.heatmap_loss = heatmap_loss
+        self.size_weight = float(size_weight)
+        self.offset_weight = float(offset_weight)
+        self.head_channels = int(head_channels)
+
+    @property
+    def num_outputs(self):
+        return len(self.classes) + 4
+
+    # ----- model side -------------------------------------------------------------------------
+    def head(self, features, extra=None):
+        if extra:
+            raise MtlError(f"task {self.name!r}: a detection head cannot depend on other tasks")
+        p = fpn_features(features)
+        n, hc = self.name, self.head_channels
+        heat = keras.layers.Conv2D(hc, 3, padding="same", activation="relu", name=f"{n}_heat_conv")(p)
+        prior_logit = float(np.log(_HEATMAP_PRIOR / (1 - _HEATMAP_PRIOR)))
+        heat = keras.layers.Conv2D(
+            len(self.classes), 1, bias_initializer=keras.initializers.Constant(prior_logit), name=f"{n}_heat_logits"
+        )(heat)
+        box = keras.layers.Conv2D(hc, 3, padding="same", activation="relu", name=f"{n}_box_conv")(p)
+        box = keras.layers.Conv2D(4, 1, name=f"{n}_box_logits")(box)
+        logits = keras.layers.Concatenate(name=f"{n}_logits")([heat, box])
+        return self.output_layer()(logits)
+
+    def output_layer(self):
+        # Sizes (relative) and offsets (in cells) live in [0, 1] like the scores: one sigmoid for all.
+        return keras.layers.Activation("sigmoid", dtype="float32", name=self.name)
+
+    def loss(self):
+        return CenterNetLoss(
+            num_classes=len(self.classes), heatmap_loss=self.heatmap_loss,
+            size_weight=self.size_weight, offset_weight=self.offset_weight,
+        )
+
+    def metrics(self):
+        # mAP needs the whole split at once: see dataset_metrics.
+        return []
+
+    # ----- data side --------------------------------------------------------------------------
+    def grid_size(self, image_size: int) -> int:
+        if int(image_size) % OUTPUT_STRIDE:
+            raise MtlError(f"image size must be a multiple of {OUTPUT_STRIDE} for detection, got {image_size}")
+        return int(image_size) // OUTPUT_STRIDE
+
+    def encode(self, label, image_size):
+        if not isinstance(label, dict) or not {"boxes", "labels"} <= set(label):
+            raise MtlError(f"task {self.name!r} expects a {{'boxes', 'labels'}} dict as its label")
+        c, g = len(self.classes), self.grid_size(image_size)
+        boxes = tf.reshape(tf.cast(label["boxes"], tf.float32), [-1, 4])
+        labels = tf.reshape(tf.cast(label["labels"], tf.int32), [-1])
+        valid = (labels >= 0) & (labels < c) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = tf.clip_by_value(tf.boolean_mask(boxes, valid), 0.0, 1.0)
+        labels = tf.boolean_mask(labels, valid)
+        size = boxes[:, 2:] - boxes[:, :2]
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2 * g
+        cell = tf.clip_by_value(tf.floor(centre), 0.0, g - 1.0)
+        offset = tf.clip_by_value(centre - cell, 0.0, 1.0)
+        sigma = tf.maximum(_GAUSSIAN_ALPHA * size * g / 6.0, _MIN_SIGMA_CELLS)
+        grid = tf.range(g, dtype=tf.float32)
+        dy = (grid[None, :, None] - cell[:, 0, None, None]) / sigma[:, 0, None, None]
+        dx = (grid[None, None, :] - cell[:, 1, None, None]) / sigma[:, 1, None, None]
+        gauss = tf.exp(-0.5 * (tf.square(dy) + tf.square(dx)))  # [M, g, g], exactly 1 at the centre cell
+        heat = tf.maximum(tf.math.unsorted_segment_max(gauss, labels, c), 0.0)  # empty class -> lowest float
+        heat = tf.transpose(heat, [1, 2, 0])
+        reg = tf.concat([size, offset, tf.ones_like(size[:, :1])], axis=-1)
+        reg = tf.tensor_scatter_nd_update(tf.zeros([g, g, 5]), tf.cast(cell, tf.int32), reg)
+        # An image with no object is a valid (all-background) example, not a missing label.
+        return tf.concat([heat, reg], axis=-1), tf.constant(1.0)
+
+    def target_signature(self, image_size):
+        g = self.grid_size(image_size)
+        return tf.TensorSpec([g, g, len(self.classes) + 5], tf.float32)
+
+    # ----- person side ------------------------------------------------------------------------
+    def decode(self, output):
+        det = decode_detections(output, len(self.classes), self.score_threshold, top_k=self.max_objects)
+        return {"objects": detections_to_json(det, self.classes)}
+
+    def dataset_metrics(self, targets, outputs, weights) -> dict:
+        """COCO ``map`` (mAP@[.5:.95]) and ``map50`` over a split, through pycocotools.
+
+        ``targets``/``outputs`` are the encoded targets and model outputs of every image, stacked;
+        images with weight 0 are left out. Ground truth is read back from the encoded targets.
+
+        Example:
+            >>> t = DetectionTask("objects", classes=["a"])
+            >>> y = t.encode({"boxes": np.array([[.2, .2, .6, .6]]), "labels": np.array([0])}, 32)[0].numpy()[None]
+            >>> t.dataset_metrics(y, y[..., :5], np.ones(1))
+            {'map': 1.0, 'map50': 1.0}
+        """
+        from mtl_keras.coco_eval import CocoEvaluator
+
+        targets, outputs = np.asarray(targets), np.asarray(outputs)
+        weights = np.asarray(weights, np.float32).reshape(len(targets), -1)[:, 0]
+        c = len(self.classes)
+        if outputs.shape[:-1] != targets.shape[:-1] or outputs.shape[-1] != c + 4:
+            raise MtlError(
+                f"task {self.name!r}: outputs {outputs.shape} do not match targets {targets.shape} for {c} classes"
+            )
+        ev = CocoEvaluator(c, image_size=targets.shape[1] * OUTPUT_STRIDE)
+        for target, output, w in zip(targets, outputs, weights):
+            if w <= 0:
+                continue
+            gt_boxes, gt_classes = targets_to_boxes(target, c)
+            det = decode_detections(output, c, score_threshold=0.01, top_k=100)
+            ev.add(gt_boxes, gt_classes, det["boxes"], det["scores"], det["classes"])
+        return ev.result()
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "classes": self.classes, "max_objects": self.max_objects, "score_threshold": self.score_threshold,
+            "heatmap_loss": self.heatmap_loss, "size_weight": self.size_weight,
+            "offset_weight": self.offset_weight, "head_channels": self.head_channels,
+        }

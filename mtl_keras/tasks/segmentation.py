@@ -1,0 +1,136 @@
+"""Semantic segmentation: per-pixel softmax at input resolution over the shared FPN, mean IoU.
+
+The label is an ``H×W`` class-index mask (uint8; 0 is usually background). The value 255 marks
+unlabelled pixels, and ``ignore_class`` (e.g. the "not classified" border of the Oxford pets
+trimaps) can mark a class to leave out: both get a per-pixel sample weight of 0, so they neither
+train nor count in the loss or in ``MeanIoU``.
+
+Example:
+    >>> t = SegmentationTask("mask", classes=["background", "pet", "border"], ignore_class="border")
+    >>> target, weight = t.encode(np.array([[0, 1], [2, 255]], "uint8"), 2)
+    >>> target.numpy().tolist(), weight.numpy().tolist()
+    ([[0, 1], [2, 0]], [[1.0, 1.0], [0.0, 0.0]])
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from demo.decoding import OUTPUT_STRIDE, decode_mask, mask_areas
+from mtl_keras.errors import MtlError, unknown
+from mtl_keras.layers import fpn_features
+from mtl_keras.tasks.base import Task, register_task_type
+
+UNLABELLED = 255
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class MaskMeanIoU(keras.metrics.MeanIoU):
+    """Keras ``MeanIoU`` over softmax masks, taking the 0/1 per-pixel sample weights as integers.
+
+    ``MeanIoU`` counts in an integer confusion matrix and warns on every float weight; the
+    pipeline's pixel weights are exactly 0 or 1, so casting them loses nothing.
+
+    Example:
+        >>> m = MaskMeanIoU(num_classes=2)
+        >>> _ = m.update_state(np.array([[0, 1]]), np.array([[[.9, .1], [.8, .2]]]), np.array([[1.0, 1.0]]))
+        >>> round(float(m.result()), 3)
+        0.25
+    """
+
+    def __init__(self, num_classes, name="miou", ignore_class=None, sparse_y_pred=False, **kwargs):
+        super().__init__(
+            num_classes=num_classes, name=name, ignore_class=ignore_class, sparse_y_pred=sparse_y_pred, **kwargs
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            sample_weight = keras.ops.cast(keras.ops.round(sample_weight), self.dtype)
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+@register_task_type
+class SegmentationTask(Task):
+    """One class per pixel; ``classes[0]`` is normally the background.
+
+    Example:
+        >>> t = SegmentationTask("mask", classes=["background", "circle"])
+        >>> t.decode(np.array([[[0.9, 0.1], [0.3, 0.7]]]))["areas"]
+        {'background': 0.5, 'circle': 0.5}
+    """
+
+    kind = "segmentation"
+    primary_metric = "miou"
+    higher_is_better = True
+    dense = True
+
+    def __init__(self, name, classes, ignore_class=None, head_channels: int = 64, **kwargs):
+        super().__init__(name, **kwargs)
+        self.classes = [str(c) for c in classes]
+        if len(self.classes) < 2:
+            raise MtlError(f"task {name!r}: segmentation needs at least 2 classes, got {self.classes}")
+        if len(self.classes) >= UNLABELLED:
+            raise MtlError(f"task {name!r}: at most {UNLABELLED - 1} classes (255 marks unlabelled pixels)")
+        if ignore_class is not None and str(ignore_class) not in self.classes:
+            raise unknown(f"ignore class of task {name!r}:", str(ignore_class), self.classes)
+        self.ignore_class = None if ignore_class is None else str(ignore_class)
+        self.head_channels = int(head_channels)
+
+    @property
+    def num_outputs(self):
+        return len(self.classes)
+
+    @property
+    def ignore_index(self):
+        return None if self.ignore_class is None else self.classes.index(self.ignore_class)
+
+    # ----- model side -------------------------------------------------------------------------
+    def head(self, features, extra=None):
+        if extra:
+            raise MtlError(f"task {self.name!r}: a segmentation head cannot depend on other tasks")
+        p = fpn_features(features)
+        n = self.name
+        x = keras.layers.Conv2D(self.head_channels, 3, padding="same", activation="relu", name=f"{n}_conv")(p)
+        x = keras.layers.Conv2D(len(self.classes), 1, name=f"{n}_logits")(x)
+        x = keras.layers.UpSampling2D(OUTPUT_STRIDE, interpolation="bilinear", name=f"{n}_upsample")(x)
+        return self.output_layer()(x)
+
+    def output_layer(self):
+        return keras.layers.Activation("softmax", dtype="float32", name=self.name)
+
+    def loss(self):
+        # Per-pixel sample weights: unlabelled/ignored pixels (weight 0) neither add nor dilute.
+        return keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+
+    def metrics(self):
+        return [MaskMeanIoU(num_classes=len(self.classes), ignore_class=self.ignore_index, name="miou")]
+
+    # ----- data side --------------------------------------------------------------------------
+    def encode(self, label, image_size):
+        mask = tf.cast(tf.reshape(label, [image_size, image_size]), tf.int32)
+        labelled = tf.not_equal(mask, UNLABELLED)
+        in_range = tf.debugging.assert_less(
+            tf.where(labelled, mask, 0), len(self.classes),
+            message=f"task {self.name!r}: mask value out of range (classes 0..{len(self.classes) - 1}, 255 = unlabelled)",
+        )
+        with tf.control_dependencies([in_range]):
+            target = tf.where(labelled, mask, 0)
+        if self.ignore_index is not None:
+            labelled &= tf.not_equal(mask, self.ignore_index)
+        return target, tf.cast(labelled, tf.float32)
+
+    def target_signature(self, image_size):
+        return tf.TensorSpec([image_size, image_size], tf.int32)
+
+    # ----- person side ------------------------------------------------------------------------
+    def decode(self, output):
+        mask = decode_mask(output)
+        return {"areas": mask_areas(mask, self.classes), "mask": mask.tolist()}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "classes": self.classes, "ignore_class": self.ignore_class, "head_channels": self.head_channels,
+        }
