@@ -111,7 +111,7 @@ def load_resume_config(args):
     """On ``--resume``, the run's own config.json decides every setting (only --out is needed)."""
     path = os.path.join(args.out, "config.json")
     if not os.path.isfile(path):
-        raise MtlError(f"cannot resume: {path} is missing")
+        raise MtlError(f"nothing to resume in {args.out}: it holds no config.json of an earlier run")
     with open(path) as f:
         saved = json.load(f)["args"]
     for key, value in saved.items():
