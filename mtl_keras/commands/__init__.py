@@ -6,4 +6,5 @@ Adding a subcommand means adding a module here and one entry in ``COMMANDS``.
 COMMANDS = {
     "train": "mtl_keras.commands.train",
     "evaluate": "mtl_keras.commands.evaluate",
+    "export": "mtl_keras.commands.export",
 }

@@ -1,0 +1,90 @@
+"""Export a trained model to TFLite (fp32 | fp16 | dynamic | int8 [| int8_mixed]), validated per task.
+
+Example:
+    python -m export runs/x/model.keras --modes fp32,fp16,dynamic,int8 --out runs/x/export
+    python -m export runs/x/model.keras --float-heads box --min-metric shape=0.95   # CI gate
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The export options (shared by ``python -m export`` and ``mtl-keras export``)."""
+    from export.calibration import DEFAULT_COUNT
+
+    p.add_argument("model", help="a .keras file written by mtl-keras train")
+    p.add_argument("--modes", default="fp32,fp16,dynamic,int8",
+                   help="comma-separated: fp32, fp16, dynamic, int8, int8_mixed (default: %(default)s)")
+    p.add_argument("--data", default=None, help="dataset for calibration and validation (default: the run's, from config.json)")
+    p.add_argument("--out", default=None, help="output folder (default: export/ beside the model)")
+    p.add_argument("--float-heads", default="",
+                   help="TASK[,TASK] whose heads stay float32 in an added int8_mixed mode; 'auto' = those int8 hurts")
+    p.add_argument("--calibration-size", type=int, default=DEFAULT_COUNT,
+                   help="training images for int8 calibration (default: %(default)s; fewer than 200 warns)")
+    p.add_argument("--eval-size", type=int, default=None, help="test images to validate on (default: the whole split)")
+    p.add_argument("--split", default="test", help="split to validate on (default: %(default)s)")
+    p.add_argument("--min-metric", action="append", default=[], metavar="TASK[.METRIC]=VALUE",
+                   help="fail when any format's metric is worse than VALUE (repeatable; a ceiling for mae)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads for timing (default: %(default)s)")
+    p.add_argument("--timing-runs", type=int, default=50, help="timed single-image calls per format (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite files of an earlier export in --out")
+    p.add_argument("--unsafe", action="store_true", help="allow loading models that contain arbitrary code")
+
+
+def run(args) -> int:
+    """Run the export; 0 when every format is ok, 1 when one failed or fell below a floor."""
+    from export.report import format_table
+    from export.stage import exit_status, export_model
+    from mtl_keras.errors import MtlError
+
+    for name in ("calibration_size", "threads"):
+        if getattr(args, name) < 1:
+            raise MtlError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.eval_size is not None and args.eval_size < 1:
+        raise MtlError(f"--eval-size must be a positive integer, got {args.eval_size}")
+    if args.timing_runs < 0:
+        raise MtlError(f"--timing-runs must be >= 0, got {args.timing_runs}")
+    report = export_model(
+        args.model, modes=args.modes, data=args.data, out=args.out,
+        float_heads=[h.strip() for h in args.float_heads.split(",") if h.strip()],
+        calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
+        floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
+        safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr),
+    )
+    print(format_table(report))
+    for f in report["formats"]:
+        if f.get("reason"):
+            print(f"{f['mode']}: {f['reason']}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "export")
+    print(f"wrote {out}/ (report.json, report.md, model_card.json, {len([f for f in report['formats'] if f['status'] != 'failed'])} .tflite)")
+    return exit_status(report)
+
+
+def main(argv=None) -> int:
+    """``python -m export``: parse, run, and turn user errors into one line and exit status 2."""
+    from mtl_keras.errors import MtlError
+
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

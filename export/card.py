@@ -1,0 +1,110 @@
+"""``model_card.json``: everything the device needs to use a .tflite, beside the .tflite files.
+
+One card per export folder: what the files share (tasks in output order, their types and class names,
+decoding settings, the input, the training run) and, under ``files``, what each .tflite has of its own
+(mode, quantization, checksum, its measured metrics). The demo reads only this card and the .tflite.
+
+Example:
+    >>> from mtl_keras.tasks import ClassificationTask
+    >>> card = new_card([ClassificationTask("color", classes=["red", "blue"])], image_size=64, source={})
+    >>> card["tasks"][0]["decoding"], card["input"]["name"]
+    ({'top_k': 2}, 'image')
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+CARD_NAME = "model_card.json"
+CARD_FORMAT = "mtl-keras/model-card"
+CARD_VERSION = 1
+
+
+def decoding_settings(task) -> dict:
+    """How the demo turns this task's output into a prediction (thresholds, top-k).
+
+    Example:
+        >>> from mtl_keras.tasks import MultilabelTask
+        >>> decoding_settings(MultilabelTask("present", classes=["a"], threshold=0.4))
+        {'threshold': 0.4}
+    """
+    if task.kind == "classification":
+        return {"top_k": min(3, len(task.classes))}
+    if task.kind == "multilabel":
+        return {"threshold": task.threshold}
+    if task.kind == "detection":
+        return {"score_threshold": float(getattr(task, "score_threshold", 0.3)),
+                "top_k": int(getattr(task, "max_objects", 100))}
+    if task.kind == "segmentation":
+        return {"overlay_alpha": 0.45}
+    return {}
+
+
+def new_card(tasks, image_size: int, source: dict) -> dict:
+    """The shared part of a card for a model with ``tasks`` (in output order of meaning).
+
+    Example:
+        >>> from mtl_keras.tasks import BoxTask
+        >>> new_card([BoxTask("box")], 32, {"data": "shapes"})["tasks"][0]["kind"]
+        'box'
+    """
+    import keras
+    import tensorflow as tf
+
+    import mtl_keras
+
+    return {
+        "format": CARD_FORMAT,
+        "version": CARD_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "input": {
+            "name": "image", "shape": [1, int(image_size), int(image_size), 3], "color": "RGB",
+            "range": [0, 255], "resize": "stretch to the square input (as in training), bilinear",
+            "preprocessing": "inside the model (the trunk's own normalization)",
+        },
+        "tasks": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "classes": list(getattr(t, "classes", []) or []) or None,
+                "primary_metric": t.primary_metric,
+                "higher_is_better": bool(t.higher_is_better),
+                "decoding": decoding_settings(t),
+                "config": t.get_config(),
+            }
+            for t in tasks
+        ],
+        "source": source,
+        "exported_with": {"tensorflow": tf.__version__, "keras": keras.__version__, "mtl_keras": mtl_keras.__version__},
+        "files": {},
+    }
+
+
+def file_entry(name: str, data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None) -> dict:
+    """The per-file part of a card: mode, size, checksum, input/output tensors and their quantization.
+
+    Example:
+        >>> entry = file_entry("m.tflite", tflite_bytes, "int8", LiteModel(path))  # doctest: +SKIP
+        >>> entry["input"]["dtype"]                                               # doctest: +SKIP
+        'uint8'
+    """
+    scale, zero = (list(lite_model.input_quantization) + [0.0, 0])[:2]
+    outputs = {}
+    for task_name, d in lite_model.output_details.items():
+        q = d.get("quantization", (0.0, 0))
+        outputs[task_name] = {"shape": [int(s) for s in d["shape"]], "dtype": d["dtype"].__name__,
+                              "quantization": {"scale": float(q[0]), "zero_point": int(q[1])} if q[0] else None}
+    return {
+        "mode": mode,
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "input": {
+            "dtype": lite_model.input_dtype.name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None,
+        },
+        "outputs": outputs,
+        "float_heads": list(float_heads),
+        "calibration": calibration,
+        "validation": validation,
+    }

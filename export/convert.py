@@ -1,0 +1,233 @@
+"""Keras multi-task model -> TFLite bytes in one of the quantization modes, builtin ops only.
+
+The route is the one that keeps a Keras 3 dict-output model's names: ``keras.export.ExportArchive``
+writes a SavedModel with a ``serving_default`` endpoint whose input is named ``image`` and whose
+outputs are the model's dict keys (the task names), and ``tf.lite.TFLiteConverter.from_saved_model``
+converts it (this is also what ``model.export(format="litert")`` does inside). The SavedModel is
+written once and every mode converts from it.
+
+Example:
+    >>> import mtl_keras as mk
+    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
+    >>> with SavedModel(m) as sm:
+    ...     fp32 = convert(sm, "fp32")
+    >>> fp32[4:8]
+    b'TFL3'
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.errors import MtlError
+
+MODES = ("fp32", "fp16", "dynamic", "int8", "int8_mixed")
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+
+
+class SavedModel:
+    """A temporary SavedModel of ``model`` with one ``serving_default`` endpoint (``image`` -> tasks).
+
+    Use as a context manager; the folder is removed on exit.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> with SavedModel(m) as sm:
+        ...     sm.image_size
+        32
+    """
+
+    def __init__(self, model: keras.Model):
+        shape = tuple(model.inputs[0].shape)
+        if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[1] != shape[2]:
+            raise MtlError(f"the model's input must be a square RGB image (None, S, S, 3), got {shape}")
+        self.model = model
+        self.image_size = int(shape[1])
+        self.task_names = list(model.output_names)
+        self.path = None
+
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix="mtl_export_sm_")
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32, name=INPUT_NAME)
+        model = self.model
+
+        def serve(image):
+            return model(image, training=False)
+
+        archive.add_endpoint(SIGNATURE, serve, input_signature=[spec])
+        archive.write_out(self.path, verbose=False)
+        return self
+
+    def __exit__(self, *exc):
+        if self.path:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+def _converter(saved: SavedModel) -> tf.lite.TFLiteConverter:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved.path, signature_keys=[SIGNATURE])
+    # Builtins only: a Flex (SELECT_TF_OPS) op would need the TensorFlow runtime on the device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def convert(saved: SavedModel, mode: str, representative=None, float_heads=()) -> bytes:
+    """Convert ``saved`` to TFLite bytes.
+
+    ``mode``: ``fp32``; ``fp16`` (float16 weights); ``dynamic`` (int8 weights, float activations);
+    ``int8`` (full-integer PTQ calibrated on ``representative``, a callable yielding
+    ``{"image": float32 [1,S,S,3]}``, with a uint8 ``image`` input so camera pixels go straight in);
+    ``int8_mixed`` (as int8, but the heads named in ``float_heads`` stay float32).
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["box"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> with SavedModel(m) as sm:
+        ...     len(convert(sm, "dynamic")) < len(convert(sm, "fp32"))
+        True
+    """
+    if mode not in MODES:
+        raise MtlError(f"unknown export mode {mode!r}; available: {', '.join(MODES)}")
+    converter = _converter(saved)
+    if mode == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode in ("int8", "int8_mixed"):
+        if representative is None:
+            raise MtlError(f"mode {mode} needs a representative dataset for calibration")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.inference_input_type = tf.uint8
+        if mode == "int8":
+            # INT8 only: the converter fails loudly rather than leave an op in float.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        else:
+            return _convert_mixed(saved, converter, float_heads)
+    try:
+        with warnings.catch_warnings():
+            # The calibrator inside the converter still builds a tf.lite.Interpreter, which warns.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return converter.convert()
+    except Exception as e:  # the converter's errors are pages long; keep the line that names the op
+        raise MtlError(f"TFLite conversion ({mode}) failed: {_first_line(e)}") from None
+
+
+def _convert_mixed(saved: SavedModel, converter, float_heads) -> bytes:
+    """int8 everywhere except the ``float_heads`` layers, which stay float32.
+
+    These are the two steps ``TFLiteConverter.convert()`` runs for int8 (calibrate, then the MLIR
+    quantizer), split so the quantizer can be told which nodes to leave in float; it is the same
+    call ``tf.lite.experimental.QuantizationDebugger`` makes for its ``denylisted_nodes`` option.
+    """
+    from tensorflow.lite.python import convert as tflite_convert
+
+    if not float_heads:
+        raise MtlError("mode int8_mixed needs --float-heads (the tasks whose heads stay float)")
+    unknown = [h for h in float_heads if h not in saved.task_names]
+    if unknown:
+        raise MtlError(f"--float-heads names {', '.join(unknown)}, not tasks of this model ({', '.join(saved.task_names)})")
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            calibrated = converter.convert()
+        layers = head_layers(saved.model, float_heads)
+        nodes = _nodes_of_layers(calibrated, layers)
+        if not nodes:
+            raise MtlError(f"found no graph nodes of the heads {', '.join(float_heads)} to keep in float")
+        return tflite_convert.mlir_quantize(
+            calibrated, input_data_type=tf.uint8, output_data_type=tf.float32, denylisted_nodes=nodes
+        )
+    except MtlError:
+        raise
+    except Exception as e:
+        raise MtlError(f"TFLite conversion (int8_mixed) failed: {_first_line(e)}") from None
+
+
+def head_layers(model: keras.Model, tasks) -> set[str]:
+    """Names of the layers that only the given tasks' outputs depend on (their heads).
+
+    A layer shared with any other task (the trunk, a shared FPN) is not a head layer.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> sorted(head_layers(m, ["box"]))
+        ['box', 'box_hidden', 'box_logits']
+    """
+    ancestors = {name: _ancestors(model, name) for name in model.output_names}
+    chosen = set().union(*(ancestors[t] for t in tasks))
+    others = set().union(*(a for t, a in ancestors.items() if t not in tasks)) if len(ancestors) > len(tasks) else set()
+    return chosen - others
+
+
+def _ancestors(model: keras.Model, output_name: str) -> set[str]:
+    output = model.outputs[model.output_names.index(output_name)]
+    seen, stack = set(), [output._keras_history.operation]
+    while stack:
+        layer = stack.pop()
+        if layer.name in seen or isinstance(layer, keras.layers.InputLayer):
+            continue
+        seen.add(layer.name)
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                stack.append(t._keras_history.operation)
+    return seen
+
+
+def _nodes_of_layers(tflite_model: bytes, layers: set[str]) -> list[str]:
+    """Tensor names of a converted model that belong to the given Keras layers.
+
+    Converted tensor names look like ``mtl_1/box_hidden_1/MatMul;mtl_1/box_hidden_1/Relu``: the
+    second path part is the layer name with a ``_<n>`` suffix the tracing added.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = [t["name"] for t in Interpreter(model_content=tflite_model).get_tensor_details()]
+    pattern = re.compile(r"^(?:[^/]+)/(" + "|".join(re.escape(n) for n in sorted(layers)) + r")(?:_\d+)?/")
+    return [n for n in names if any(pattern.match(part) for part in n.split(";"))]
+
+
+def builtin_ops(tflite_model: bytes) -> list[str]:
+    """The op names in a converted model; a Flex or custom op makes it unusable on a device.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> with SavedModel(m) as sm:
+        ...     "CONV_2D" in builtin_ops(convert(sm, "fp32"))
+        True
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=tflite_model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    ops = sorted({op["op_name"] for op in interp._get_ops_details()})
+    custom = [o for o in ops if o.startswith("Flex") or o == "CUSTOM"]
+    if custom:
+        raise MtlError(f"the converted model needs non-builtin ops {', '.join(custom)}, which a device runtime lacks")
+    return ops
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "error:" in ln.lower():
+            return ln
+    return lines[0] if lines else type(e).__name__
+

@@ -1,0 +1,251 @@
+"""The export stage end to end: convert each mode, validate it through LiteRT, time it, report it.
+
+Every .tflite is written to a temporary name, loaded and scored, and only then renamed into place;
+a conversion or validation failure leaves no file behind for that mode.
+
+Example:
+    >>> report = export_model("runs/x/model.keras", modes=["fp32", "int8"], out="runs/x/export")  # doctest: +SKIP
+    >>> [f["status"] for f in report["formats"]]                                                # doctest: +SKIP
+    ['ok', 'ok']
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from demo import files
+from demo.runner import LiteModel, ModelError
+from export import calibration, card as card_lib, convert, report as report_lib
+from export.evaluator import collect, evaluate_outputs
+from mtl_keras.errors import MtlError
+
+DEFAULT_MODES = ("fp32", "fp16", "dynamic", "int8")
+
+
+def output_files(out: str, modes) -> list[str]:
+    """The files an export of ``modes`` writes into ``out``.
+
+    Example:
+        >>> output_files("e", ["fp32"])
+        ['e/model_fp32.tflite', 'e/model_card.json', 'e/report.json', 'e/report.md']
+    """
+    return [os.path.join(out, f"model_{m}.tflite") for m in modes] + [
+        os.path.join(out, n) for n in (card_lib.CARD_NAME, "report.json", "report.md")
+    ]
+
+
+def parse_modes(text, float_heads) -> list[str]:
+    """The ordered list of modes from ``--modes`` (``int8_mixed`` is added when heads are kept float).
+
+    Example:
+        >>> parse_modes("fp32,int8", ["box"])
+        ['fp32', 'int8', 'int8_mixed']
+    """
+    modes = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    if not modes:
+        raise MtlError("--modes is empty; choose from " + ", ".join(convert.MODES))
+    for m in modes:
+        if m not in convert.MODES:
+            raise MtlError(f"unknown export mode {m!r}; available: {', '.join(convert.MODES)}")
+    if len(set(modes)) != len(modes):
+        raise MtlError(f"--modes lists a mode twice: {','.join(modes)}")
+    if float_heads and "int8_mixed" not in modes:
+        modes.append("int8_mixed")
+    if "int8_mixed" in modes and not float_heads:
+        raise MtlError("mode int8_mixed needs --float-heads TASK[,TASK] (or 'auto')")
+    return modes
+
+
+def export_model(
+    model_path,
+    modes=DEFAULT_MODES,
+    data: str | None = None,
+    out: str | None = None,
+    float_heads=(),
+    calibration_size: int = calibration.DEFAULT_COUNT,
+    eval_size: int | None = None,
+    split: str = "test",
+    floors=(),
+    threads: int = 2,
+    timing_runs: int = 50,
+    force: bool = False,
+    safe_mode: bool = True,
+    log=print,
+) -> dict:
+    """Export ``model_path`` in each of ``modes`` and return the report (also written as JSON/Markdown).
+
+    ``float_heads``: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks that
+    lose more than the tolerance in int8. ``floors``: ``--min-metric`` strings. ``eval_size``: number
+    of test images (default: the whole split).
+    """
+    import mtl_keras as mk
+    from mtl_keras.commands.evaluate import run_config
+
+    model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
+    config = run_config(model_path)
+    data = data or config.get("data")
+    if not data:
+        raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
+    float_heads = [h for h in float_heads if h]
+    modes = parse_modes(modes, float_heads)
+    floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
+    auto = float_heads == ["auto"]
+    if not auto:
+        convert_heads_check(model, float_heads)
+    if auto and "int8" not in modes:
+        raise MtlError("--float-heads auto picks heads from the int8 results; add int8 to --modes")
+    out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "export")
+    existing = [p for p in output_files(out, modes) if os.path.exists(p)]
+    if existing and not force:
+        raise MtlError(f"{out} already holds {', '.join(os.path.basename(p) for p in existing)}; pass --force to overwrite")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise MtlError(f"--out {out} exists and is not a directory")
+    os.makedirs(out, exist_ok=True)
+
+    image_size = int(model.inputs[0].shape[1])
+    log(f"evaluating the Keras model on the {split} split of {data} ...")
+    dataset = mk.data.load(data, split=split, image_size=image_size, batch_size=64, tasks=model.tasks,
+                           size=eval_size, augment=False, **config.get("data_options", {}))
+    images, targets, weights = collect(dataset, model.tasks)
+    reference = {k: np.asarray(v) for k, v in model.predict(images, batch_size=64, verbose=0).items()}
+    keras_metrics = evaluate_outputs(model.tasks, targets, reference, weights)
+
+    calib, calib_images = None, None
+    if any(m.startswith("int8") for m in modes):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            calib_images = calibration.calibration_images(
+                data, image_size, calibration_size, data_options=config.get("data_options"))
+        for w in caught:
+            log(f"warning: {w.message}")
+        calib = {"images": int(len(calib_images)), "split": "train", "data": data}
+
+    source = {"model": os.path.abspath(model_path), "data": data, "trunk": model.build_config.get("trunk"),
+              "image_size": image_size, "run_config": {k: config[k] for k in ("data", "trunk", "image_size", "build") if k in config}}
+    card = card_lib.new_card(model.tasks, image_size, source)
+    report = {
+        "model": os.fspath(model_path), "data": data, "split": split, "images": int(len(images)),
+        "threads": int(threads), "timing_runs": int(timing_runs),
+        "tasks": [{"name": t.name, "metric": t.primary_metric, "higher_is_better": t.higher_is_better} for t in model.tasks],
+        "keras": {"metrics": keras_metrics},
+        "floors": [f.describe() for f in floors],
+        "formats": [], "notes": [],
+    }
+    by_name = {t.name: t for t in model.tasks}
+    lite_models = {}
+    with convert.SavedModel(model) as saved:
+        for mode in modes:
+            heads = float_heads if mode == "int8_mixed" else []
+            if mode == "int8_mixed" and auto:
+                int8 = next((f for f in report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
+                heads = report_lib.drop_hints(model.tasks, keras_metrics, int8["metrics"]) if int8 else []
+                if not heads:
+                    report["notes"].append("int8_mixed skipped: no head lost more than the tolerance in int8")
+                    continue
+            log(f"converting {mode}{' (float heads: ' + ', '.join(heads) + ')' if heads else ''} ...")
+            entry = {"mode": mode, "file": f"model_{mode}.tflite", "status": "failed", "float_heads": heads}
+            report["formats"].append(entry)
+            try:
+                lite, data_bytes = _convert_and_validate(saved, mode, heads, calib_images, out, threads)
+            except (MtlError, ModelError) as e:
+                entry["reason"] = str(e)
+                log(f"  {mode} failed: {e}")
+                continue
+            outputs = lite.predict(images)
+            metrics = evaluate_outputs(model.tasks, targets, outputs, weights)
+            parity = {k: float(np.max(np.abs(outputs[k] - reference[k]))) for k in reference}
+            entry.update(
+                status="ok", size_mb=round(len(data_bytes) / 1e6, 3), metrics=metrics,
+                parity_max_abs=max(parity.values()), parity_per_task=parity,
+                delta={t: round(metrics[t][by_name[t].primary_metric] - keras_metrics[t][by_name[t].primary_metric], 4)
+                       for t in by_name},
+                input_dtype=lite.input_dtype.name, ops=convert.builtin_ops(data_bytes),
+            )
+            below = [f.describe() for f in floors if not f.check(metrics)]
+            if below:
+                entry["status"] = "below floor"
+                entry["reason"] = "below --min-metric " + "; ".join(below)
+            lite_models[mode] = lite
+            card["files"][entry["file"]] = card_lib.file_entry(
+                entry["file"], data_bytes, mode, lite, heads, calib if mode.startswith("int8") else None,
+                {"data": data, "split": split, "images": int(len(images)), "metrics": metrics, "parity_max_abs": entry["parity_max_abs"]},
+            )
+            files.write_json(os.path.join(out, card_lib.CARD_NAME), card)
+
+    _time_all(lite_models, images[0], report, timing_runs, log)
+    int8 = next((f for f in report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
+    if int8 and not float_heads:
+        hints = report_lib.drop_hints(model.tasks, keras_metrics, int8["metrics"])
+        if hints:
+            report["notes"].append(
+                f"int8 loses more than the tolerance on {', '.join(hints)}: --float-heads {','.join(hints)} "
+                "adds int8_mixed, which keeps those heads in float32")
+    files.write_json(os.path.join(out, "report.json"), report)
+    files.write_text(os.path.join(out, "report.md"), report_lib.markdown(report))
+    return report
+
+
+def convert_heads_check(model, float_heads) -> None:
+    unknown = [h for h in float_heads if h not in model.output_names]
+    if unknown:
+        raise MtlError(f"--float-heads names {', '.join(unknown)}, not tasks of this model ({', '.join(model.output_names)})")
+
+
+def _convert_and_validate(saved, mode, heads, calib_images, out, threads):
+    """Convert, write under a temporary name, load with LiteRT, check the names; then rename."""
+    representative = calibration.representative_dataset(calib_images) if calib_images is not None else None
+    data_bytes = convert.convert(saved, mode, representative=representative, float_heads=heads)
+    convert.builtin_ops(data_bytes)
+    final = os.path.join(out, f"model_{mode}.tflite")
+    tmp = os.path.join(out, f".model_{mode}.tflite.tmp")
+    try:
+        files.write_bytes(tmp, data_bytes)
+        lite = LiteModel(tmp, threads=threads)
+        names = sorted(lite.output_names)
+        if names != sorted(saved.task_names):
+            raise MtlError(f"the {mode} model's outputs are {names}, not the task names {sorted(saved.task_names)}")
+        if mode.startswith("int8") and lite.input_dtype != np.uint8:
+            raise MtlError(f"the {mode} model takes {lite.input_dtype.name}, not uint8")
+        os.replace(tmp, final)
+        lite.path = final
+        return lite, data_bytes
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _time_all(lite_models: dict, image, report: dict, runs: int, log) -> None:
+    """Median single-image latency of every format, timed in interleaved rounds in this one run."""
+    if not lite_models or runs < 1:
+        return
+    log(f"timing {', '.join(lite_models)} ({runs} runs each, interleaved) ...")
+    times = {m: [] for m in lite_models}
+    rounds = max(1, min(5, runs))
+    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    for m, lite in lite_models.items():
+        lite.time_ms(image, runs=0, warmup=3)
+    for n in per_round:
+        for m, lite in lite_models.items():
+            times[m] += lite.time_ms(image, runs=n, warmup=0)
+    fp32 = float(np.median(times["fp32"])) if "fp32" in times else None
+    fp32_size = next((f["size_mb"] for f in report["formats"] if f["mode"] == "fp32" and "size_mb" in f), None)
+    for f in report["formats"]:
+        if f["mode"] in times:
+            f["latency_ms"] = round(float(np.median(times[f["mode"]])), 3)
+            f["latency_ratio"] = round(f["latency_ms"] / fp32, 3) if fp32 else None
+            f["delegate"] = lite_models[f["mode"]].delegate()
+        if fp32_size and "size_mb" in f:
+            f["size_ratio"] = round(f["size_mb"] / fp32_size, 3)
+
+
+def exit_status(report: dict) -> int:
+    """0 when every format converted, validated and met the floors; 1 otherwise.
+
+    Example:
+        >>> exit_status({"formats": [{"status": "ok"}, {"status": "below floor"}]})
+        1
+    """
+    return 0 if report["formats"] and all(f["status"] == "ok" for f in report["formats"]) else 1
