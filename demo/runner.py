@@ -135,19 +135,17 @@ class LiteModel:
 
         Example:
             >>> LiteModel(path).delegate()  # doctest: +SKIP
-            'XNNPACK (2 threads): 1 delegated partition, 0 ops on the built-in kernels'
+            'XNNPACK (2 threads, 1 delegated partition)'
         """
         try:
             ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
         except Exception:  # a private API of the interpreter; a summary is optional
             return "XNNPACK (default CPU delegate)" if self.xnnpack else "none (built-in CPU kernels)"
         delegated = sum(op == "DELEGATE" for op in ops)
-        rest = len(ops) - delegated
         if not delegated:
-            return f"none: {rest} ops on the built-in CPU kernels ({self.threads} threads)"
-        return (f"XNNPACK ({self.threads} threads): {delegated} delegated partition{'s' * (delegated != 1)}, "
-                f"{rest} op{'s' * (rest != 1)} on the built-in CPU kernels")
-
+            return f"none: built-in CPU kernels ({self.threads} threads)"
+        # The plan lists the replaced nodes too, so only the partitions are counted.
+        return f"XNNPACK ({self.threads} threads, {delegated} delegated partition{'s' * (delegated != 1)})"
 
 def latency_summary(times_ms) -> dict:
     """First, median and p90 latency (ms) and images/s from per-call times.

@@ -1,0 +1,122 @@
+"""Decoding each task head's raw output into a prediction a person (and JSON) can read. numpy only.
+
+The global heads (classification, multilabel, box, regression) are decoded here with the same output
+as the library's ``Task.decode``; the dense heads (detection, segmentation) through ``demo.decoding``,
+which the library shares. Each decoder takes the task's entry of the model card.
+
+Example:
+    >>> task = {"name": "color", "kind": "classification", "classes": ["red", "blue"], "decoding": {"top_k": 2}}
+    >>> decode(task, np.array([0.2, 0.8]))
+    {'label': 'blue', 'index': 1, 'score': 0.8, 'top': [['blue', 0.8], ['red', 0.2]]}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification(output, classes, top_k: int = 1) -> dict:
+    """The most likely class, its probability, and the ``top_k`` classes as ``[name, score]``.
+
+    Example:
+        >>> classification(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"])
+        {'label': 'b', 'index': 1, 'score': 0.7, 'top': [['b', 0.7]]}
+    """
+    p = np.asarray(output, np.float32).reshape(-1)
+    order = np.argsort(-p, kind="stable")
+    i = int(order[0])
+    return {"label": str(classes[i]), "index": i, "score": round(float(p[i]), 4),
+            "top": [[str(classes[j]), round(float(p[j]), 4)] for j in order[: max(1, int(top_k))]]}
+
+
+def multilabel(output, classes, threshold: float = 0.5) -> dict:
+    """The classes whose sigmoid score reaches ``threshold``, and every class's score.
+
+    Example:
+        >>> multilabel(np.array([0.9, 0.2]), ["a", "b"])
+        {'labels': ['a'], 'scores': {'a': 0.9, 'b': 0.2}}
+    """
+    p = np.asarray(output, np.float32).reshape(-1)
+    return {"labels": [str(classes[i]) for i in np.flatnonzero(p >= threshold)],
+            "scores": {str(c): round(float(v), 4) for c, v in zip(classes, p)}}
+
+
+def box(output) -> dict:
+    """One ``rel_yxyx`` box (fractions of the image height and width).
+
+    Example:
+        >>> box(np.array([0.1, 0.2, 0.5, 0.6]))
+        {'box_rel_yxyx': [0.1, 0.2, 0.5, 0.6]}
+    """
+    v = np.asarray(output, np.float32).reshape(-1)[:4]
+    return {"box_rel_yxyx": [round(float(x), 4) for x in v]}
+
+
+def regression(output) -> dict:
+    """The predicted value (a list for a vector target).
+
+    Example:
+        >>> regression(np.array([2.6]))
+        {'value': 2.6}
+    """
+    v = np.asarray(output, np.float32).reshape(-1)
+    return {"value": round(float(v[0]), 4)} if v.size == 1 else {"value": [round(float(x), 4) for x in v]}
+
+
+def detection(output, classes, score_threshold: float = 0.3, max_objects: int = 100) -> dict:
+    """Objects (label, score, box) from a detection heatmap output, via ``demo.decoding``.
+
+    Example:
+        >>> detection(np.zeros((4, 4, 5), np.float32), ["a"])
+        {'objects': []}
+    """
+    from demo import decoding
+
+    found = decoding.decode_detections(output, num_classes=len(classes), score_threshold=score_threshold,
+                                       top_k=max_objects)
+    return {"objects": decoding.detections_to_json(found, classes)}
+
+
+def segmentation(output, classes) -> dict:
+    """A per-pixel class map (``mask``, uint8, not written to JSON) and the share of each class.
+
+    Example:
+        >>> r = segmentation(np.array([[[0.9, 0.1], [0.2, 0.8]]]), ["background", "a"])
+        >>> r["areas"], r["mask"].tolist()
+        ({'background': 0.5, 'a': 0.5}, [[0, 1]])
+    """
+    from demo import decoding
+
+    mask = decoding.decode_mask(output)
+    return {"areas": decoding.mask_areas(mask, classes), "mask": mask}
+
+
+def decode(task: dict, output, score_threshold: float | None = None, max_objects: int | None = None) -> dict:
+    """Decode one sample's output of ``task`` (its model-card entry), with the card's decoding settings.
+
+    ``score_threshold`` and ``max_objects`` override the card for detection heads.
+
+    Example:
+        >>> decode({"name": "count", "kind": "regression"}, np.array([3.0]))
+        {'value': 3.0}
+    """
+    kind, settings = task["kind"], task.get("decoding") or {}
+    classes = task.get("classes") or []
+    if kind == "classification":
+        return classification(output, classes, settings.get("top_k", 1))
+    if kind == "multilabel":
+        return multilabel(output, classes, settings.get("threshold", 0.5))
+    if kind == "box":
+        return box(output)
+    if kind == "regression":
+        return regression(output)
+    if kind == "detection":
+        return detection(output, classes,
+                          settings.get("score_threshold", 0.3) if score_threshold is None else score_threshold,
+                          settings.get("top_k", 100) if max_objects is None else max_objects)
+    if kind == "segmentation":
+        return segmentation(output, classes)
+    raise ValueError(f"task {task.get('name')!r} has kind {kind!r}, which this demo cannot decode")
+
+
+KINDS = ("classification", "multilabel", "box", "regression", "detection", "segmentation")
