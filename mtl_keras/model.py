@@ -60,6 +60,8 @@ class MultiTaskModel(keras.Model):
         # from_config builds the graph first and attaches the tasks after.
         self.tasks = task_lib.check_unique(tasks) if tasks is not None else []
         self.build_config = dict(build_config or {})
+        # Set by compile(balancer=...): None means Keras' own train_step (the static balancer).
+        self.balancer = None
 
     @property
     def task_names(self) -> list[str]:
@@ -82,11 +84,14 @@ class MultiTaskModel(keras.Model):
                 raise MtlError(f"{what} names {k!r}, which is not a task of this model; tasks: {', '.join(self.task_names)}")
         return {t.name: (value[t.name] if t.name in value else default(t)) for t in self.tasks}
 
-    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, **kwargs):
-        """``keras.Model.compile`` with per-task defaults.
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, balancer="static", **kwargs):
+        """``keras.Model.compile`` with per-task defaults and a task balancer.
 
         ``loss`` / ``metrics`` / ``loss_weights`` are dicts keyed by task name; tasks left out get
-        their task's loss, metrics and a weight of 1.0.
+        their task's loss, metrics and a weight of 1.0. ``balancer`` is a name from
+        ``mtl_keras.balancing.BALANCERS`` or a ``Balancer`` instance with its options; the default
+        ``"static"`` is plain Keras (``loss_weights`` only). Other balancers work on top of the
+        ``loss_weights`` and train with ``mtl_keras.training.train_step``.
         """
         # A reloaded model's compile config names them weighted_metrics (see below).
         if metrics is None:
@@ -107,13 +112,49 @@ class MultiTaskModel(keras.Model):
             loss_weights[name] = w
         # Sample weights here mean "this sample has a label for this task": metrics must see them too,
         # so the task metrics go in as Keras' weighted_metrics (plain `metrics` ignore sample weights).
+        self._attach_balancer(balancer, loss)
+        self._mtl_loss_weights = dict(loss_weights)
+        # Attached before Keras' compile, so the optimizer is built with the balancer's variables too.
         super().compile(
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, weighted_metrics=metrics, **kwargs
         )
 
+    def _attach_balancer(self, balancer, loss) -> None:
+        from mtl_keras.balancing import get_balancer
+
+        old = getattr(self, "balancer", None)
+        if isinstance(balancer, str) and old is not None and balancer.strip().lower() == old.key:
+            balancer = old  # recompiling with the same name keeps the learned state
+        with self.distribute_strategy.scope():
+            balancer = get_balancer(balancer, self.task_names, [t.kind for t in self.tasks])
+        if old is not None and balancer is not old:
+            raise MtlError(
+                f"this model was compiled with balancer {old.key!r}; changing balancers needs a fresh model "
+                "(its variables are part of the model)"
+            )
+        self.balancer = balancer
+        self._mtl_losses = {}
+        for name, fn in loss.items():
+            fn = keras.losses.get(fn) if isinstance(fn, (str, dict)) else fn
+            if not isinstance(fn, keras.losses.Loss):
+                fn = keras.losses.LossFunctionWrapper(fn, reduction="mean_with_sample_weight")
+            self._mtl_losses[name] = fn
+
     def get_compile_config(self):
-        # Keras records the arguments its own compile() received: our filled-in per-task dicts.
-        return super().get_compile_config()
+        # Keras records the arguments its own compile() received: our filled-in per-task dicts;
+        # the balancer (with its options) is ours to add.
+        config = super().get_compile_config()
+        if config and self.balancer is not None:
+            config["balancer"] = keras.saving.serialize_keras_object(self.balancer)
+        return config
+
+    # ----- training ---------------------------------------------------------------------------
+    def train_step(self, data):
+        if self.balancer is None:
+            return super().train_step(data)
+        from mtl_keras.training import train_step
+
+        return train_step(self, data)
 
     def compile_from_config(self, config):
         """Recompile a loaded model with the losses, weights and metrics it was saved with."""
@@ -140,9 +181,17 @@ class MultiTaskModel(keras.Model):
         names = self.task_names
         return data.map(lambda *el: tuple({n: part[n] for n in names} if isinstance(part, dict) else part for part in el))
 
-    def fit(self, x=None, *args, validation_data=None, **kwargs):
+    def fit(self, x=None, *args, validation_data=None, callbacks=None, **kwargs):
+        if self.balancer is not None:
+            from mtl_keras.balancing import BalancerLogger
+
+            callbacks = list(callbacks or [])
+            if not any(isinstance(c, BalancerLogger) for c in callbacks):
+                # First, so History, CSVLogger and TensorBoard all see the weight_<task> entries.
+                callbacks.insert(0, BalancerLogger())
         return super().fit(
-            self._select_targets(x), *args, validation_data=self._select_targets(validation_data), **kwargs
+            self._select_targets(x), *args, validation_data=self._select_targets(validation_data),
+            callbacks=callbacks, **kwargs,
         )
 
     def evaluate(self, x=None, *args, **kwargs):

@@ -1,0 +1,36 @@
+"""Task balancers, one file each: ``static``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``.
+
+``model.compile(balancer=NAME)`` (or an instance with options) picks one; ``static`` (the default)
+is Keras' own compile-time ``loss_weights`` and Keras' own ``train_step``. Adding a balancer means
+adding a file with a ``Balancer`` subclass decorated by ``register_balancer``, imported here.
+
+Example:
+    >>> from mtl_keras.balancing import BALANCERS
+    >>> sorted(BALANCERS)
+    ['dwa', 'gradnorm', 'pcgrad', 'static', 'uncertainty']
+"""
+
+from mtl_keras.balancing.base import BALANCERS, Balancer, get_balancer, register_balancer
+from mtl_keras.balancing.callback import BalancerLogger
+from mtl_keras.balancing.dwa import DWA, dwa_weights
+from mtl_keras.balancing.gradnorm import GradNorm, gradnorm_targets, last_shared_kernel
+from mtl_keras.balancing.pcgrad import PCGrad, pcgrad_coefficients
+from mtl_keras.balancing.static import Static
+from mtl_keras.balancing.uncertainty import Uncertainty
+
+__all__ = [
+    "BALANCERS",
+    "DWA",
+    "Balancer",
+    "BalancerLogger",
+    "GradNorm",
+    "PCGrad",
+    "Static",
+    "Uncertainty",
+    "dwa_weights",
+    "get_balancer",
+    "gradnorm_targets",
+    "last_shared_kernel",
+    "pcgrad_coefficients",
+    "register_balancer",
+]

@@ -1,0 +1,161 @@
+"""What every task balancer provides, and the registry that ``compile(balancer=...)`` reads.
+
+A balancer is a Keras layer attached to the model (``model.balancer``): its variables (learned
+log-variances, task weights, loss history) are model weights, so they save and load with the
+``.keras`` file, follow ``BackupAndRestore`` and are created under the model's distribution strategy.
+It is never called on tensors; the training step asks it for the combined loss (``combine``) or,
+for gradient-level balancers, for the gradients themselves (``gradients``).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from mtl_keras.errors import MtlError, unknown
+
+BALANCERS: dict[str, type["Balancer"]] = {}
+
+
+def register_balancer(cls):
+    """Class decorator: make a ``Balancer`` subclass available under its ``key``.
+
+    Example:
+        >>> @register_balancer
+        ... class Halves(Balancer):
+        ...     key = "halves_example"
+        ...     def task_weights(self):
+        ...         return ops.full((len(self.task_names),), 0.5)
+        >>> "halves_example" in BALANCERS
+        True
+        >>> _ = BALANCERS.pop("halves_example")
+    """
+    if not cls.key or cls.key in BALANCERS and BALANCERS[cls.key] is not cls:
+        raise MtlError(f"balancer key {cls.key!r} is empty or already registered")
+    BALANCERS[cls.key] = keras.saving.register_keras_serializable(package="mtl_keras")(cls)
+    return cls
+
+
+class Balancer(keras.layers.Layer):
+    """Base class: weighs the per-task losses L_i into the training objective.
+
+    The losses a balancer sees already carry the compile-time ``loss_weights`` (which stay plain
+    Keras), so a balancer works on top of them. Subclasses set ``key`` and override
+    ``task_weights`` (and ``combine`` or ``gradients`` where the rule is not a weighted sum).
+
+    Example:
+        >>> b = get_balancer("dwa")
+        >>> b.setup(["shape", "box"], ["classification", "box"])
+        >>> [float(w) for w in b.task_weights()]
+        [1.0, 1.0]
+    """
+
+    key = ""
+    # True where the training step must leave the gradients to the balancer (PCGrad, GradNorm).
+    needs_task_gradients = False
+
+    def __init__(self, tasks=None, kinds=None, **kwargs):
+        kwargs.setdefault("name", "balancer")
+        super().__init__(**kwargs)
+        self.task_names: list[str] = []
+        self.task_kinds: list[str] = []
+        if tasks is not None:
+            self.setup(tasks, kinds)
+
+    # ----- life cycle ---------------------------------------------------------------------------
+    def setup(self, tasks, kinds=None) -> None:
+        """Bind the balancer to the model's tasks (names in output order) and create its variables."""
+        if self.built:
+            if list(tasks) != self.task_names:
+                raise MtlError(
+                    f"balancer {self.key!r} was set up for tasks {self.task_names}, not {list(tasks)}; use a new instance"
+                )
+            return
+        tasks = list(tasks)
+        if not tasks:
+            raise MtlError("a balancer needs at least one task")
+        self.task_names = tasks
+        self.task_kinds = list(kinds) if kinds is not None else ["task"] * len(tasks)
+        self.build_variables(len(tasks))
+        self.built = True
+
+    def build_variables(self, num_tasks: int) -> None:
+        """Create the balancer's variables with ``self.add_weight``; nothing by default."""
+
+    def _state(self, name, shape, initializer="zeros"):
+        """A non-trainable variable every replica holds the same value of (updated in the step)."""
+        return self.add_weight(
+            name=name, shape=shape, initializer=initializer, trainable=False, aggregation="only_first_replica"
+        )
+
+    # ----- the rules ----------------------------------------------------------------------------
+    def task_weights(self):
+        """The weight each task's loss gets now, a ``[K]`` tensor (logged as ``weight_<task>``)."""
+        return ops.ones((len(self.task_names),), "float32")
+
+    def combine(self, losses, present, replica_scale=1.0):
+        """The objective from ``losses`` (``[K]``, this replica's share of each global-batch mean loss).
+
+        ``present[k]`` is 1.0 where task k has at least one label in the global batch; terms that
+        do not scale with a loss (a regulariser) are multiplied by ``replica_scale`` so that the
+        replicas' sum counts them once.
+        """
+        return ops.sum(ops.stop_gradient(self.task_weights()) * losses)
+
+    def gradients(self, step, losses, present):
+        """Gradients for ``step.variables``; only balancers with ``needs_task_gradients`` implement it."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, task_losses: dict) -> None:
+        """Called after each training epoch with the epoch-mean loss of every task."""
+
+    def current_weights(self) -> dict:
+        """``{task: weight}`` as Python floats, for logs and reports.
+
+        Example:
+            >>> b = get_balancer("uncertainty", tasks=["shape", "count"], kinds=["classification", "regression"])
+            >>> b.current_weights()
+            {'shape': 1.0, 'count': 0.5}
+        """
+        values = keras.ops.convert_to_numpy(self.task_weights())
+        return {n: round(float(v), 6) for n, v in zip(self.task_names, values)}
+
+    # ----- serialization ------------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(tasks=self.task_names or None, kinds=self.task_kinds or None)
+        return config
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def get_balancer(balancer, tasks=None, kinds=None) -> Balancer | None:
+    """A balancer from a name or an instance; ``None`` and ``"static"`` mean plain Keras (returns None).
+
+    Example:
+        >>> get_balancer("static") is None
+        True
+        >>> type(get_balancer("pcgrad")).__name__
+        'PCGrad'
+        >>> get_balancer("softmax")
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: unknown balancer 'softmax'; available: dwa, gradnorm, pcgrad, static, uncertainty
+    """
+    if balancer is None:
+        return None
+    if isinstance(balancer, str):
+        key = balancer.strip().lower()
+        if key not in BALANCERS:
+            raise unknown("balancer", balancer, BALANCERS)
+        balancer = BALANCERS[key]()
+    elif isinstance(balancer, dict):  # a serialized balancer, as in a saved compile config
+        balancer = keras.saving.deserialize_keras_object(balancer)
+    if not isinstance(balancer, Balancer):
+        raise MtlError(f"balancer must be a name ({', '.join(sorted(BALANCERS))}) or a Balancer, got {balancer!r}")
+    if balancer.key == "static":
+        return None
+    if tasks is not None:
+        balancer.setup(tasks, kinds)
+    return balancer

@@ -1,0 +1,185 @@
+"""The model's ``train_step`` when an adaptive balancer is set: per-task losses, masks, the balancer.
+
+With the default ``static`` balancer the model keeps Keras' own ``train_step``. With any other one,
+``MultiTaskModel.train_step`` calls ``train_step`` here, which
+
+- computes each task's loss with the compiled loss object and the task's sample weights (weight 0
+  marks a missing label, so that sample adds nothing to that task's loss or gradient);
+- scales every task's loss to the *global* batch: under a distribution strategy each replica's
+  masked mean is reweighted by its share of the task's labelled samples over all replicas, so the
+  summed gradients are those of the global masked mean;
+- hands the per-task losses to the balancer (``combine``), or, for gradient-level balancers
+  (PCGrad, GradNorm), the tape itself (``gradients``);
+- scales for mixed precision (``LossScaleOptimizer``) through ``output_gradients``;
+- reports ``loss`` and ``<task>_loss`` exactly as Keras does with static weights (the compile-time
+  weighted sum and the per-output losses), so runs with different balancers stay comparable.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+__all__ = ["Step", "shared_layers", "task_losses", "train_step"]
+
+
+def _ancestors(tensor) -> set:
+    """The ids of every operation a Keras symbolic tensor depends on."""
+    seen, stack = set(), [tensor]
+    while stack:
+        t = stack.pop()
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            continue
+        op = history.operation
+        if id(op) in seen:
+            continue
+        seen.add(id(op))
+        node = op._inbound_nodes[history.node_index]
+        stack.extend(node.input_tensors)
+    return seen
+
+
+def shared_layers(model) -> list:
+    """The layers every task's output depends on (the shared trunk), in the model's layer order.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
+        >>> names = [layer.name for layer in shared_layers(m)]
+        >>> names[-1], "shape_logits" in names
+        ('shared_pool', False)
+    """
+    outputs = model.output if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
+    common = functools.reduce(set.intersection, (_ancestors(t) for t in outputs.values()))
+    return [layer for layer in model.layers if id(layer) in common]
+
+
+class Step:
+    """What a balancer's ``gradients`` gets: the tape, the variables and the distribution helpers.
+
+    ``gradient(target)`` returns loss-scaled gradients for ``variables`` (the optimizer unscales),
+    ``all_reduce`` sums tensors over replicas, ``num_replicas`` is the number in sync.
+    """
+
+    def __init__(self, model, tape, variables, task_losses, objective, regularization):
+        self.model = model
+        self.tape = tape
+        self.variables = variables
+        self.task_losses = task_losses
+        self.objective = objective
+        self.regularization = regularization
+        self.has_regularization = bool(model.losses)
+        self.num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+    def loss_scale(self):
+        """The current mixed-precision loss scale (1 without a ``LossScaleOptimizer``)."""
+        opt = self.model.optimizer
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            return ops.cast(opt.dynamic_scale, "float32")
+        return ops.cast(getattr(opt, "loss_scale_factor", None) or 1.0, "float32")
+
+    def scale(self, value):
+        return value * self.loss_scale()
+
+    def gradient(self, target, variables=None, unconnected_zero=False):
+        """Loss-scaled gradients of ``target`` (recorded on the tape) for ``variables``."""
+        variables = self.variables if variables is None else variables
+        # Keras variables must be handed to the tape as their tf.Variable (see DESIGN.md).
+        sources = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+        grads = self.tape.gradient(target, sources, output_gradients=ops.cast(self.loss_scale(), target.dtype))
+        if unconnected_zero:
+            grads = [ops.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
+        return grads
+
+    def all_reduce(self, values: list) -> list:
+        """Sum each tensor over the replicas (identity on one replica)."""
+        if self.num_replicas == 1:
+            return list(values)
+        return list(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(values)))
+
+
+def _all_reduce(values):
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return values
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def task_losses(model, y, y_pred, sample_weight=None):
+    """Per-task losses for one batch: ``(contributions, present)``, in ``model.task_names`` order.
+
+    ``contributions[k]`` (a scalar tensor) is this replica's share of task k's global-batch masked
+    mean times its compile-time loss weight: summed over replicas it is the global masked mean, on
+    one device it is just the masked mean. ``present`` (``[K]``) is 1.0 where task k has a label
+    anywhere in the global batch.
+
+    Example:
+        >>> import mtl_keras as mk, numpy as np
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
+        >>> m.compile(balancer="uncertainty", loss_weights={"count": 2.0})
+        >>> y = {"shape": np.array([1, 2]), "count": np.array([[1.0], [2.0]], "float32")}
+        >>> pred = {"shape": np.full((2, 6), 1 / 6, "float32"), "count": np.array([[1.0], [0.0]], "float32")}
+        >>> losses, present = task_losses(m, y, pred, {"shape": np.ones(2), "count": np.array([0.0, 1.0])})
+        >>> [round(float(v), 4) for v in losses], [float(v) for v in present]  # ln 6; 2·Huber(2) over 1 label
+        ([1.7918, 3.0], [1.0, 1.0])
+    """
+    names = model.task_names
+    losses = model._mtl_losses
+    weights = model._mtl_loss_weights
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    means, counts = [], []
+    for name in names:
+        w = sample_weight.get(name) if isinstance(sample_weight, dict) else None
+        value = ops.cast(losses[name](y[name], y_pred[name], w), "float32")
+        # Keras divides each replica's mean by the replica count; undo it to get the local mean.
+        means.append(value * replicas if replicas > 1 else value)
+        if w is None:
+            counts.append(ops.cast(ops.shape(y_pred[name])[0], "float32"))
+        else:
+            counts.append(ops.cast(ops.sum(ops.cast(w, "float32")), "float32"))
+    local_counts = ops.stack(counts)
+    global_counts = _all_reduce(local_counts)
+    contributions = []
+    for k, name in enumerate(names):
+        share = means[k] if replicas == 1 else means[k] * ops.divide_no_nan(local_counts[k], global_counts[k])
+        contributions.append(share * weights[name])
+    present = ops.cast(global_counts > 0, "float32")
+    return contributions, present
+
+
+def _metric(model, name):
+    # Looked up while tracing only; a recompile makes new metric objects.
+    return next((m for m in model.metrics if m.name == name), None)
+
+
+def train_step(model, data):
+    """One training step with ``model.balancer``; returns the logs like Keras' ``train_step``."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    balancer = model.balancer
+    variables = list(model.trainable_variables)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape(persistent=balancer.needs_task_gradients) as tape:
+        y_pred = model(x, training=True)
+        contributions, present = task_losses(model, y, y_pred, sample_weight)
+        losses = ops.stack(contributions)
+        regularization = ops.cast(ops.sum(model.losses), "float32") / replicas if model.losses else ops.zeros(())
+        objective = balancer.combine(losses, present, 1.0 / replicas) + regularization
+    step = Step(model, tape, variables, contributions, objective, regularization)
+    if balancer.needs_task_gradients:
+        grads = balancer.gradients(step, losses, present)
+    else:
+        grads = step.gradient(objective)
+    del tape
+    model.optimizer.apply(grads, variables)
+
+    # Reported as Keras reports it (compile-time weighted sum, per-output losses), so runs with
+    # different balancers are comparable; this also builds Keras' per-output loss trackers.
+    reported = ops.cast(model.compute_loss(x, y, y_pred, sample_weight, training=True), "float32")
+    loss_tracker = _metric(model, "loss")
+    if loss_tracker is not None:
+        batch = ops.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+        loss_tracker.update_state(reported * replicas, sample_weight=batch)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
