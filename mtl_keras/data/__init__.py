@@ -97,3 +97,21 @@ def load(
         examples, tasks, int(image_size), int(batch_size), training=(split == "train"),
         augment=augment, flip_ok=getattr(source, "flip_ok", False), seed=seed,
     )
+
+
+def _tfds_source(name, **options):
+    from mtl_keras.data.tfds import TfdsSource
+
+    return TfdsSource(name, **options)
+
+
+def _coco_source(path, **options):
+    from mtl_keras.data.coco import CocoJsonSource
+
+    return CocoJsonSource(path, **options)
+
+
+# "tfds:oxford_iiit_pet", "tfds:voc/2007", "tfds:coco/2017" (see mtl_keras.data.tfds) and
+# "coco:DIR" or "coco:DIR/file.json" for a user's images + COCO instances JSON (mtl_keras.data.coco).
+register_source("tfds", _tfds_source, prefixed=True)
+register_source("coco", _coco_source, prefixed=True)
