@@ -1,6 +1,7 @@
-"""Training speed helpers: mixed-precision policy choice, device strategy, images/s per epoch.
+"""Training speed helpers: mixed-precision policy choice, tf.data tuning, images/s per epoch.
 
-The train command wires these in; the Python API user can call them the same way.
+The train command wires these in; the Python API user can call them the same way. (Choosing a
+distribution strategy lives in ``mtl_keras.distribute.get_strategy``.)
 
 Example:
     >>> mixed_precision_policy("auto", compute_capabilities=[(9, 0)])
@@ -81,22 +82,6 @@ def set_mixed_precision(mode: str = "auto") -> str:
     policy = mixed_precision_policy(mode)
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def distribution_strategy() -> tf.distribute.Strategy:
-    """``MirroredStrategy`` over all visible GPUs when there is more than one, else the default strategy.
-
-    Build and compile the model inside ``with strategy.scope():``; ``fit`` then splits each batch
-    across the GPUs (the batch size given to the data is the global one).
-
-    Example:
-        >>> with distribution_strategy().scope():
-        ...     pass
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def tune_dataset(dataset: tf.data.Dataset, training: bool = True) -> tf.data.Dataset:

@@ -1,4 +1,4 @@
-"""mtl_keras.perf: mixed-precision policy choice, device strategy, dataset tuning, ThroughputLogger."""
+"""mtl_keras.perf: mixed-precision policy choice, dataset tuning, ThroughputLogger."""
 
 import csv
 
@@ -63,12 +63,6 @@ def test_mixed_policy_reaches_the_model_and_outputs_stay_float32(restore_policy)
     model.compile(optimizer="adam")
     # float16 needs loss scaling; Keras' compile adds it under this policy.
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-
-
-def test_strategy_on_one_device_is_the_default_one():
-    strategy = perf.distribution_strategy()
-    assert strategy.num_replicas_in_sync == 1
-    assert not isinstance(strategy, tf.distribute.MirroredStrategy)
 
 
 def test_tune_dataset_keeps_every_element_and_eval_order():
