@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
+                   help="cosine: decay to 0 over the run (steady final epochs); constant: fixed rate")
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
     p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
@@ -137,6 +139,18 @@ def set_precision(policy: str) -> str:
     return name
 
 
+def make_optimizer(args, train):
+    """Adam with the chosen schedule; the cosine decay spans exactly the run's steps."""
+    import keras
+
+    rate = args.learning_rate
+    if args.lr_schedule == "cosine":
+        steps = int(train.cardinality()) * args.epochs
+        if steps > 0:
+            rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.01)
+    return keras.optimizers.Adam(rate)
+
+
 def run(args) -> int:
     validate(args)
     if args.resume:
@@ -182,9 +196,7 @@ def run(args) -> int:
         compile_kwargs = {"jit_compile": bool(args.jit_compile)}
         if args.balancer != "static":
             compile_kwargs["balancer"] = args.balancer
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate), loss_weights=loss_weights, **compile_kwargs
-        )
+        model.compile(optimizer=make_optimizer(args, train), loss_weights=loss_weights, **compile_kwargs)
     config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "data": args.data,

@@ -66,7 +66,10 @@ class Task:
         ``features`` holds the trunk taps (``c3``, ``c4``, ``c5``) and ``pooled`` (the shared
         global-average vector); ``extra`` are the outputs of the tasks this one ``depends_on``.
         """
-        x = features["pooled"]
+        return self.mlp(features["pooled"], extra)
+
+    def mlp(self, x, extra=None):
+        """The shared part of every global head: [deps] -> hidden Dense -> logits -> output layer."""
         if extra:
             x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra])
         x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)

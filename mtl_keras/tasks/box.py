@@ -92,13 +92,21 @@ class BoxTask(Task):
     primary_metric = "iou"
     higher_is_better = True
 
-    def __init__(self, name, l1_weight: float = 1.0, **kwargs):
+    def __init__(self, name, l1_weight: float = 1.0, reduce_channels: int = 32, **kwargs):
         super().__init__(name, **kwargs)
         self.l1_weight = float(l1_weight)
+        self.reduce_channels = int(reduce_channels)
 
     @property
     def num_outputs(self):
         return 4
+
+    def head(self, features, extra=None):
+        # Global average pooling throws away where things are; a box needs the spatial layout, so the
+        # head reads the stride-16 map, squeezed to a few channels and flattened.
+        x = keras.layers.Conv2D(self.reduce_channels, 1, activation="relu", name=f"{self.name}_reduce")(features["c4"])
+        x = keras.layers.Flatten(name=f"{self.name}_flatten")(x)
+        return self.mlp(x, extra)
 
     def output_layer(self):
         return CenterSizeToCorners(dtype="float32", name=self.name)
@@ -122,4 +130,4 @@ class BoxTask(Task):
         return {"box_rel_yxyx": [round(float(v), 4) for v in np.asarray(output, np.float32).reshape(4)]}
 
     def get_config(self):
-        return {**super().get_config(), "l1_weight": self.l1_weight}
+        return {**super().get_config(), "l1_weight": self.l1_weight, "reduce_channels": self.reduce_channels}
