@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
     p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
-    p.add_argument("--mixed-precision", default="off", help="auto | float16 | bfloat16 | off")
+    p.add_argument("--mixed-precision", default="auto",
+                   help="auto (bfloat16 on GPUs that have it, float16 on older GPUs, off on CPU) | float16 | bfloat16 | off")
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--bn-momentum", type=float, default=0.9, help="BatchNorm momentum (Keras default 0.99 lags on short runs)")
     p.add_argument("--branch-point", default=None, help="share the trunk only up to this tap (c3 or c4)")
@@ -78,8 +79,6 @@ def validate(args) -> None:
         raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
     if not 0 <= args.bn_momentum < 1:
         raise MtlError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
-    if args.mixed_precision not in ("auto", "float16", "bfloat16", "off"):
-        raise MtlError(f"unknown --mixed-precision {args.mixed_precision!r}; available: auto, bfloat16, float16, off")
 
 
 def prepare_run_dir(args) -> None:
@@ -122,23 +121,6 @@ def load_resume_config(args):
     return args
 
 
-def set_precision(policy: str) -> str:
-    """Apply ``--mixed-precision``; ``auto`` picks bfloat16 on GPUs that have it, float32 on CPU."""
-    import keras
-    import tensorflow as tf
-
-    if policy == "auto":
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            policy = "off"
-        else:
-            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-            policy = "bfloat16" if tuple(cc) >= (8, 0) else "float16"
-    name = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[policy]
-    keras.mixed_precision.set_global_policy(name)
-    return name
-
-
 def make_optimizer(args, train):
     """Adam with the chosen schedule; the cosine decay spans exactly the run's steps."""
     import keras
@@ -168,10 +150,12 @@ def run(args) -> int:
     # Our datasets are shuffled by the pipeline; Keras' reminder about it is noise here.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     from mtl_keras.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
+    from mtl_keras.distribute import get_strategy
     from mtl_keras.evaluate import evaluate_model, format_table
+    from mtl_keras.perf import ThroughputLogger, set_mixed_precision, tune_dataset
 
     keras.utils.set_random_seed(args.seed)
-    policy = set_precision(args.mixed_precision)
+    policy = set_mixed_precision(args.mixed_precision)
     tasks = mk.tasks.from_dataset(args.data, names=args.tasks)
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in [t.name for t in tasks]]
@@ -180,12 +164,16 @@ def run(args) -> int:
             f"--loss-weights names {', '.join(unknown_weights)}, not trained here; tasks: {', '.join(t.name for t in tasks)}"
         )
     weights = None if args.weights.lower() == "none" else args.weights
-    strategy = tf.distribute.get_strategy()
+    # Before any dataset or model exists: strategies own device placement from their creation on.
+    strategy = get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
     sizes = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     train, val, test = (
-        mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
-                     tasks=tasks, size=sizes[s], seed=args.seed)
+        tune_dataset(
+            mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
+                         tasks=tasks, size=sizes[s], seed=args.seed),
+            training=s == "train",
+        )
         for s in ("train", "val", "test")
     )
     with strategy.scope():
@@ -193,10 +181,10 @@ def run(args) -> int:
             tasks, trunk=args.trunk, image_size=args.image_size, weights=weights,
             bn_momentum=args.bn_momentum, branch_point=args.branch_point,
         )
-        compile_kwargs = {"jit_compile": bool(args.jit_compile)}
-        if args.balancer != "static":
-            compile_kwargs["balancer"] = args.balancer
-        model.compile(optimizer=make_optimizer(args, train), loss_weights=loss_weights, **compile_kwargs)
+        model.compile(
+            optimizer=make_optimizer(args, train), loss_weights=loss_weights, balancer=args.balancer,
+            jit_compile=bool(args.jit_compile),
+        )
     config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "data": args.data,
@@ -212,6 +200,8 @@ def run(args) -> int:
     backup = os.path.join(args.out, "backup")
     callbacks = [
         StopOnNonFiniteLoss(model.task_names),
+        # Before the loggers, so history.csv and TensorBoard record images_per_second.
+        ThroughputLogger(args.batch_size * replicas),
         # delete_checkpoint=False: we remove the backup ourselves only after the model is safely saved.
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(args.out, "history.csv"), append=args.resume),
