@@ -84,13 +84,13 @@ def export_model(
     import mtl_keras as mk
     from mtl_keras.commands.evaluate import run_config
 
+    float_heads = [h for h in float_heads if h]
+    modes = parse_modes(modes, float_heads)
     model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
     config = run_config(model_path)
     data = data or config.get("data")
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
-    float_heads = [h for h in float_heads if h]
-    modes = parse_modes(modes, float_heads)
     floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
     auto = float_heads == ["auto"]
     if not auto:
