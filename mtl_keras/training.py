@@ -161,6 +161,9 @@ def train_step(model, data):
     balancer = model.balancer
     variables = list(model.trainable_variables)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if not model.optimizer.built:
+        # Before the tape: the loss scale (a LossScaleOptimizer variable) must exist when traced.
+        model.optimizer.build(variables)
     with tf.GradientTape(persistent=balancer.needs_task_gradients) as tape:
         y_pred = model(x, training=True)
         contributions, present = task_losses(model, y, y_pred, sample_weight)
