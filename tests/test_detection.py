@@ -197,3 +197,25 @@ def test_short_fit_lowers_dense_losses_and_save_load_is_exact(dense_model, dense
         np.testing.assert_array_equal(before[name], after[name])
     assert loaded.task("objects") == dense_model.task("objects")
     assert loaded.task("mask") == dense_model.task("mask")
+
+
+def test_dense_heads_export_to_builtin_tflite_ops_with_parity(dense_model, dense_data):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.convert import SavedModel, builtin_ops, convert
+
+    with SavedModel(dense_model) as saved:
+        flat = convert(saved, "fp32")
+    ops = builtin_ops(flat)  # raises on Flex/custom ops
+    assert {"CONV_2D", "LOGISTIC", "SOFTMAX", "RESIZE_BILINEAR"} <= set(ops)
+    x = next(iter(dense_data[1]))[0][:1].numpy()
+    runner = Interpreter(model_content=flat).get_signature_runner("serving_default")
+    lite = runner(image=x)
+    keras_out = dense_model.predict(x, verbose=0)
+    for name in ("objects", "mask"):
+        np.testing.assert_allclose(lite[name], keras_out[name], atol=1e-4)
+    # The device decodes LiteRT outputs with the same numpy code the library uses.
+    decoded = dense_model.task("objects").decode(lite["objects"][0])["objects"]
+    for obj in decoded:
+        y1, x1, y2, x2 = obj["box_rel_yxyx"]
+        assert obj["label"] in CLASSES and 0 <= y1 <= y2 <= 1 and 0 <= x1 <= x2 <= 1

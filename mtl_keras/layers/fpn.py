@@ -56,16 +56,10 @@ def fpn_features(features: dict, channels: int = DEFAULT_CHANNELS):
         up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_up_to_{k}")(x)
         x = keras.layers.Add(name=f"fpn_merge_{k}")([lateral[k], up])
     x = _conv_bn_relu(x, channels, "fpn_p3")
-    for step in range(_upsamplings_from_stride8()):
+    stride, step = 8, 0
+    while stride > OUTPUT_STRIDE:  # stride 8 -> OUTPUT_STRIDE, one ×2 step at a time
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_up_{step}")(x)
         x = _conv_bn_relu(x, channels, f"fpn_out_{step}")
+        stride, step = stride // 2, step + 1
     features[FPN_KEY] = x
     return x
-
-
-def _upsamplings_from_stride8() -> int:
-    steps, stride = 0, 8
-    while stride > OUTPUT_STRIDE:
-        stride //= 2
-        steps += 1
-    return steps
