@@ -7,4 +7,5 @@ COMMANDS = {
     "train": "mtl_keras.commands.train",
     "evaluate": "mtl_keras.commands.evaluate",
     "export": "mtl_keras.commands.export",
+    "compare": "mtl_keras.commands.compare",
 }

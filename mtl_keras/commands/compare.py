@@ -1,0 +1,69 @@
+"""Single-task baselines vs multi-task balancers: per-task metrics and Δm, printed and written.
+
+Example:
+    mtl-keras compare --data shapes --tasks shape,color,box --balancers static,uncertainty,gradnorm \
+        --trunk mobilenet_v3_small --image-size 64 --epochs 3 --train-size 2048 --out runs/compare
+    mtl-keras compare --data shapes --tasks shape,color,box --scale-task box=100 --out runs/compare_x100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mtl_keras.errors import MtlError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names, at least two (default: every label)")
+    p.add_argument("--balancers", default="static,uncertainty,dwa,gradnorm,pcgrad",
+                   help="comma-separated balancers to train the multi-task model with")
+    p.add_argument("--trunk", default="resnet50", help="resnet50 | mobilenet_v3_small | mobilenet_v3_large")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3, help="the same for every run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=2048, help="training examples per epoch, every run")
+    p.add_argument("--eval-size", type=int, default=512, help="examples of --split to score every run on")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--scale-task", default="",
+                   help="multiply task losses in every run, e.g. box=100 (a loss in other units)")
+    p.add_argument("--jit-compile", action="store_true", help="compile the train steps with XLA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for compare.json and compare.md")
+
+
+def run(args) -> int:
+    for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size"):
+        if getattr(args, flag) < 1:
+            raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    if not args.learning_rate > 0:
+        raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
+    import warnings
+
+    from mtl_keras import io
+    from mtl_keras.commands.train import parse_loss_weights
+    from mtl_keras.compare import compare, format_table
+
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    io.ensure_dir(args.out)
+    try:
+        scale = parse_loss_weights(args.scale_task)
+    except MtlError as e:
+        raise MtlError(str(e).replace("--loss-weights", "--scale-task")) from None
+    result = compare(
+        data=args.data, tasks=args.tasks, balancers=args.balancers, trunk=args.trunk, image_size=args.image_size,
+        epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
+        split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
+        jit_compile=args.jit_compile, log=lambda line: print(line, flush=True),
+    )
+    table = format_table(result)
+    budget = result["budget"]
+    note = (f"{args.data} {args.split} split ({args.eval_size} examples), {budget['trunk']} at {budget['image_size']} px, "
+            f"{budget['epochs']} epochs x {args.train_size} examples, batch {args.batch_size}, seed {args.seed}"
+            + (f", loss scale {scale}" if scale else ""))
+    io.write_json(os.path.join(args.out, "compare.json"), result)
+    io.write_text(os.path.join(args.out, "compare.md"), f"{note}\n\n{table}\n")
+    print(f"\n{note}\n\n{table}\n\nwrote {args.out}/compare.json, compare.md")
+    return 0
