@@ -63,9 +63,13 @@ def format_table(result: dict) -> str:
     lines.append("| single-task | " + " | ".join(f"{result['single'][t]:.4f}" for t in tasks) + " | 0.00 |")
     for name, values in result["multi"].items():
         lines.append(
-            f"| {name} | " + " | ".join(f"{values[t]:.4f}" for t in tasks) + f" | {result['delta_m'][name]:+.2f} |"
+            f"| {name} | " + " | ".join(f"{values[t]:.4f}" for t in tasks) + f" | {_signed(result['delta_m'][name])} |"
         )
     return "\n".join(lines)
+
+
+def _signed(value) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
 
 
 def _train_and_score(tasks, balancer, train, evaluation, settings, loss_scale) -> dict:
@@ -87,7 +91,12 @@ def _train_and_score(tasks, balancer, train, evaluation, settings, loss_scale) -
     started = time.time()
     history = model.fit(train, epochs=settings["epochs"], verbose=0)
     seconds = time.time() - started
-    scores = evaluate_model(model, evaluation)
+    if len(tasks) == 1 and not hasattr(tasks[0], "dataset_metrics"):
+        # Keras leaves the output name off a one-output model's metrics ("accuracy", not "shape_accuracy").
+        logs = model.evaluate(evaluation, verbose=0, return_dict=True)
+        scores = {tasks[0].name: {k.removeprefix(f"{tasks[0].name}_"): float(v) for k, v in logs.items()}}
+    else:
+        scores = evaluate_model(model, evaluation)
     primary = {}
     for t in tasks:
         if t.primary_metric not in scores[t.name]:
@@ -172,7 +181,12 @@ def compare(
         run = _train_and_score(task_list, balancer, train, evaluation, settings, loss_scale)
         result["multi"][balancer] = run["metrics"]
         result["runs"][f"multi:{balancer}"] = run
-        result["delta_m"][balancer] = delta_m(run["metrics"], result["single"], result["higher_is_better"])
+        try:
+            result["delta_m"][balancer] = delta_m(run["metrics"], result["single"], result["higher_is_better"])
+        except MtlError as e:  # e.g. a baseline at 0: keep every trained number, say why Δm is missing
+            result["delta_m"][balancer] = None
+            log(f"warning: {e}")
         shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
-        log(f"multi-task {balancer}: {shown}; Δm {result['delta_m'][balancer]:+.2f}% ({run['seconds']} s)")
+        dm = result["delta_m"][balancer]
+        log(f"multi-task {balancer}: {shown}; Δm {'n/a' if dm is None else f'{dm:+.2f}%'} ({run['seconds']} s)")
     return result

@@ -2,8 +2,10 @@
 
 import json
 
+import keras
 import pytest
 
+import mtl_keras as mk
 from mtl_keras.cli import main
 from mtl_keras.compare import delta_m, format_table
 from mtl_keras.errors import MtlError
@@ -60,21 +62,47 @@ def test_compare_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
-def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys):
+def tiny_build_model(tasks, trunk=None, image_size=32, weights=None, **_):
+    """A few small convs under the real heads: compare's logic does not depend on the trunk."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(image)
+    taps = {}
+    for i in range(5):
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+        taps[f"c{i + 1}"] = x
+    features = {**taps, "pooled": keras.layers.GlobalAveragePooling2D()(x)}
+    return mk.MultiTaskModel(inputs=image, outputs={t.name: t.head(features) for t in tasks}, tasks=tasks)
+
+
+def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(mk, "build_model", tiny_build_model)
     out = tmp_path / "cmp"
-    argv = ["compare", "--data", "shapes", "--tasks", "shape,count", "--balancers", "uncertainty",
-            "--trunk", "mobilenet_v3_small", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
+    argv = ["compare", "--data", "shapes", "--tasks", "count,box", "--balancers", "static,uncertainty",
+            "--image-size", "32", "--epochs", "1", "--batch-size", "8",
             "--train-size", "16", "--eval-size", "8", "--scale-task", "count=10", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads((out / "compare.json").read_text())
-    assert set(result["single"]) == {"shape", "count"} and set(result["multi"]) == {"uncertainty"}
+    assert set(result["single"]) == {"count", "box"} and list(result["multi"]) == ["static", "uncertainty"]
     # Single-task runs really train one task; the multi-task run trains both and logs its weights.
-    assert not any(k.startswith("count") for k in result["runs"]["single:shape"]["history"])
-    assert {"weight_shape", "weight_count"} <= set(result["runs"]["multi:uncertainty"]["history"])
-    assert result["delta_m"]["uncertainty"] == pytest.approx(
-        delta_m(result["multi"]["uncertainty"], result["single"], result["higher_is_better"])
-    )
+    assert set(result["runs"]["single:count"]["history"]) == {"loss", "mae"}
+    assert {"weight_count", "weight_box"} <= set(result["runs"]["multi:uncertainty"]["history"])
+    assert "weight_box" not in result["runs"]["multi:static"]["history"]
+    for name in ("static", "uncertainty"):
+        assert result["delta_m"][name] == pytest.approx(
+            delta_m(result["multi"][name], result["single"], result["higher_is_better"])
+        )
+    # The scale reaches the loss: count's logged loss is 10x its unweighted per-output loss.
+    history = result["runs"]["multi:static"]["history"]
+    assert history["loss"][0] == pytest.approx(10 * history["count_loss"][0] + history["box_loss"][0], rel=1e-4)
     assert result["loss_scale"] == {"count": 10.0}
     table = (out / "compare.md").read_text()
     assert "| single-task |" in table and "| uncertainty |" in table
     assert "| uncertainty |" in capsys.readouterr().out
+
+
+def test_compare_keeps_results_when_delta_m_is_undefined():
+    result = {
+        "tasks": ["shape"], "metric": {"shape": "accuracy"}, "higher_is_better": {"shape": True},
+        "single": {"shape": 0.0}, "multi": {"static": {"shape": 0.5}}, "delta_m": {"static": None},
+    }
+    assert format_table(result).splitlines()[-1] == "| static | 0.5000 | n/a |"
