@@ -63,6 +63,11 @@ class Step:
 
     ``gradient(target)`` returns loss-scaled gradients for ``variables`` (the optimizer unscales),
     ``all_reduce`` sums tensors over replicas, ``num_replicas`` is the number in sync.
+
+    Example (inside a balancer's ``gradients``):
+        >>> def gradients(self, step, losses, present):  # doctest: +SKIP
+        ...     per_task = [step.gradient(loss) for loss in step.task_losses]
+        ...     return [sum(g for g in gs if g is not None) for gs in zip(*per_task)]
     """
 
     def __init__(self, model, tape, variables, task_losses, objective, regularization):
@@ -156,7 +161,19 @@ def _metric(model, name):
 
 
 def train_step(model, data):
-    """One training step with ``model.balancer``; returns the logs like Keras' ``train_step``."""
+    """One training step with ``model.balancer``; returns the logs like Keras' ``train_step``.
+
+    ``MultiTaskModel.train_step`` calls it whenever the model was compiled with a balancer other
+    than ``static``; ``fit`` then runs it like Keras' own.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
+        >>> m.compile(optimizer="adam", balancer="pcgrad")
+        >>> ds = mk.data.load("shapes", "train", image_size=32, batch_size=4, size=4, tasks=m.tasks)
+        >>> sorted(k for k in m.fit(ds, epochs=1, verbose=0).history if k.startswith("weight_"))
+        ['weight_box', 'weight_shape']
+    """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     balancer = model.balancer
     variables = list(model.trainable_variables)

@@ -64,7 +64,15 @@ class Balancer(keras.layers.Layer):
 
     # ----- life cycle ---------------------------------------------------------------------------
     def setup(self, tasks, kinds=None) -> None:
-        """Bind the balancer to the model's tasks (names in output order) and create its variables."""
+        """Bind the balancer to the model's tasks (names in output order) and create its variables.
+
+        ``compile`` does this; a balancer is bound to one model's tasks for life.
+
+        Example:
+            >>> b = get_balancer("uncertainty"); b.setup(["shape", "count"], ["classification", "regression"])
+            >>> tuple(b.log_vars.shape)
+            (2,)
+        """
         if self.built:
             if list(tasks) != self.task_names:
                 raise MtlError(

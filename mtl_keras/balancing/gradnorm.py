@@ -32,8 +32,8 @@ def last_shared_kernel(model):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
-        >>> last_shared_kernel(m).path
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "color"]), "mobilenet_v3_small", 32)
+        >>> last_shared_kernel(m).path  # both heads read the pooled c5: the trunk's last conv
         'conv_1/kernel'
     """
     from mtl_keras.training import shared_layers

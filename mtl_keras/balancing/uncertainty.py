@@ -41,6 +41,12 @@ class Uncertainty(Balancer):
         )
 
     def likelihood_factors(self):
+        """c_i per task: ½ for Gaussian likelihoods (regression, box), 1 otherwise, or ``factors``.
+
+        Example:
+            >>> Uncertainty(tasks=["a", "b"], kinds=["box", "classification"]).likelihood_factors().numpy().tolist()
+            [0.5, 1.0]
+        """
         return ops.convert_to_tensor(
             [float(self.factors.get(n, LIKELIHOOD_FACTORS.get(k, 1.0))) for n, k in zip(self.task_names, self.task_kinds)],
             "float32",
