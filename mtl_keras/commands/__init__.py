@@ -8,4 +8,5 @@ COMMANDS = {
     "evaluate": "mtl_keras.commands.evaluate",
     "export": "mtl_keras.commands.export",
     "compare": "mtl_keras.commands.compare",
+    "explain": "mtl_keras.commands.explain",
 }

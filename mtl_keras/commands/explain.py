@@ -1,0 +1,123 @@
+"""Grad-CAM per task head on the shared features: overlays per image and ``cam_checks.json``.
+
+Example:
+    mtl-keras explain runs/x/model.keras --data shapes --n 16 --out runs/x/gradcam
+    mtl-keras explain runs/x/model.keras --layer c4 --method gradcam++ --tasks shape,box
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mtl_keras.errors import MtlError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, METHODS
+
+    p.add_argument("model", help="path to a .keras file written by mtl-keras train")
+    p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help="train | val | test")
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--out", default=None, help="output folder (default: gradcam/ beside the model)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: every head)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
+    p.add_argument(
+        "--layer", default="auto",
+        help="shared layer: auto (per head, the deepest tap it reads), c3 | c4 | c5, or a layer name",
+    )
+    p.add_argument(
+        "--target", action="append", default=[], metavar="[TASK=]TARGET",
+        help="what to score: predicted (default) | label | a class name | box: area, y1, x1, y2, x2; "
+             "TASK=TARGET for one task, repeatable",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--scorecam-channels", type=int, default=DEFAULT_SCORECAM_CHANNELS,
+                   help="Score-CAM: mask with the N most varied channels (Faster Score-CAM)")
+    p.add_argument("--unsafe", action="store_true", help="allow loading models that contain arbitrary code")
+
+
+def parse_targets(values, task_names) -> dict:
+    """``["label", "box=area"]`` -> ``{task: target}``; a bare target applies to every task.
+
+    Example:
+        >>> parse_targets(["label", "box=area"], ["shape", "box"])
+        {'shape': 'label', 'box': 'area'}
+    """
+    bare, specific = None, {}
+    for v in values:
+        if "=" in v:
+            name, target = v.split("=", 1)
+            if name not in task_names:
+                raise MtlError(f"--target names task {name!r}; tasks: {', '.join(task_names)}")
+            specific[name] = target
+        else:
+            bare = v
+    return {n: specific.get(n, bare) for n in task_names if n in specific or bare is not None}
+
+
+def run(args) -> int:
+    if args.n < 1:
+        raise MtlError(f"--n must be a positive integer, got {args.n}")
+    if args.batch_size < 1:
+        raise MtlError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.scorecam_channels < 1:
+        raise MtlError(f"--scorecam-channels must be a positive integer, got {args.scorecam_channels}")
+    import mtl_keras as mk
+    from mtl_keras.commands.evaluate import run_config
+    from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples
+
+    model = mk.load_model(args.model, safe_mode=not args.unsafe, compile=False)
+    data = args.data or run_config(args.model).get("data")
+    if not data:
+        raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
+    tasks = model.tasks
+    if args.tasks:
+        tasks = [model.task(n.strip()) for n in args.tasks.split(",") if n.strip()]
+        if not tasks:
+            raise MtlError("--tasks names no task")
+    targets = parse_targets(args.target, [t.name for t in tasks])
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "gradcam")
+    examples = load_examples(data, args.split, model.input_shape[1], args.n)
+    report = explain(
+        model, examples, tasks=tasks, method=args.method, layer=args.layer, targets=targets,
+        batch_size=args.batch_size, out_dir=out, scorecam_channels=args.scorecam_channels,
+        meta={"model": os.path.abspath(args.model), "data": data, "split": args.split},
+    )
+    print(format_report(report))
+    print(f"wrote {len(report['images'])} overlays and {os.path.join(out, CHECKS_FILE)}")
+    return 0
+
+
+def _fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def format_report(report: dict) -> str:
+    """A table of the checks per task, then the task overlaps.
+
+    Example:
+        >>> rep = {"method": "gradcam", "n_images": 2, "tasks": {"shape": {"layer": "c5l", "n_usable": 2,
+        ...        "degenerate": {"nan": [], "zero": [], "constant": []},
+        ...        "pointing_game": {"hits": 1, "n": 2, "hit_rate": 0.5, "chance": 0.2},
+        ...        "energy_in_box": {"mean": 0.4, "chance": 0.1}}}, "overlap": {}}
+        >>> print(format_report(rep).splitlines()[2])
+        shape         c5l                    2/2   1/2 = 0.50  0.20    0.40  0.10
+    """
+    lines = [
+        f"{report['method']} on {report['n_images']} images",
+        f"{'task':<13} {'layer':<20} {'usable':>6}  {'pointing':<11} {'chance':<6}  {'energy':<5} {'chance':<6}",
+    ]
+    for name, t in report["tasks"].items():
+        pg, en = t["pointing_game"], t["energy_in_box"]
+        bad = ", ".join(f"{k} {len(v)}" for k, v in t["degenerate"].items() if v)
+        point = f"{pg['hits']}/{pg['n']} = {_fmt(pg['hit_rate'])}" if pg["n"] else "-"
+        line = (
+            f"{name:<13} {t['layer']:<20} {t['n_usable']:>4}/{report['n_images']:<1}   {point:<11} {_fmt(pg['chance']):<6}  "
+            f"{_fmt(en['mean']):<5} {_fmt(en['chance'])}"
+        )
+        lines.append(line + (f"   degenerate: {bad}" if bad else ""))
+    for pair, o in report["overlap"].items():
+        lines.append(f"overlap {pair}: mean correlation {_fmt(o['mean_correlation'])} over {o['n']} images")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Grad-CAM checks on the shared features, per task head (tf-keras-vis).
+
+- ``cams.compute_cams``: raw maps per head for a batch (Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM);
+- ``scores``: the score function per task type (``register_score`` for new types);
+- ``layers``: which shared layer (``auto``, ``c3``/``c4``/``c5`` or a layer name);
+- ``checks``: pointing game, energy in the box, task overlap, degenerate maps (numpy);
+- ``report.explain``: maps + checks over a dataset, overlays and ``cam_checks.json``.
+
+Example:
+    >>> import numpy as np, mtl_keras as mk
+    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+    >>> compute_cams(m, np.zeros((1, 64, 64, 3), "float32"))["shape"].maps.shape
+    (1, 2, 2)
+"""
+
+from mtl_keras.explain.cams import METHODS, TaskCams, compute_cams, head_model, upsample
+from mtl_keras.explain.checks import (
+    degenerate,
+    energy_in_box,
+    map_correlation,
+    pointing_hit,
+    summarize,
+)
+from mtl_keras.explain.layers import resolve_layer, tap_layers
+from mtl_keras.explain.scores import SCORES, TaskScore, register_score
+
+__all__ = [
+    "METHODS", "SCORES", "TaskCams", "TaskScore", "compute_cams", "degenerate", "energy_in_box", "head_model",
+    "map_correlation", "pointing_hit", "register_score", "resolve_layer", "summarize", "tap_layers", "upsample",
+]

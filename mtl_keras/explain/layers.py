@@ -1,0 +1,144 @@
+"""Which shared trunk layer a CAM is taken on: tap names (``c3``/``c4``/``c5``), layer names, ``auto``.
+
+Works on a loaded model from its graph alone: the ``c5`` tap is what ``shared_pool`` reads, and
+``c3``/``c4`` are the last trunk layers at strides 8/16 that ``c5`` is computed from (the rule
+``build_trunk`` uses), so it needs no trunk-specific layer names.
+
+Example:
+    >>> import mtl_keras as mk
+    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+    >>> tap_layers(m)["c4"], resolve_layer(m, "box", "auto")
+    ('conv4_block6_out', 'conv4_block6_out')
+"""
+
+from __future__ import annotations
+
+from mtl_keras.errors import MtlError
+from mtl_keras.trunks import TAP_STRIDES
+
+AUTO = "auto"
+# "auto" takes, per head, the deepest of these that the head actually reads.
+AUTO_ORDER = ("c5", "c4", "c3")
+
+
+def _ancestors(tensor) -> list:
+    """Names of the layers a symbolic tensor is computed from (itself included), in graph order."""
+    found, seen, stack = [], set(), [tensor]
+    while stack:
+        t = stack.pop()
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            continue
+        op, node_index = history[0], history[1]
+        if (op.name, node_index) in seen:
+            continue
+        seen.add((op.name, node_index))
+        found.append(op.name)
+        stack.extend(op._inbound_nodes[node_index].input_tensors)
+    return found
+
+
+def tap_layers(model) -> dict:
+    """``{"c3": name, "c4": name, "c5": name}``: the model's shared trunk taps by layer name.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+        >>> tap_layers(m)
+        {'c3': 'conv3_block4_out', 'c4': 'conv4_block6_out', 'c5': 'conv5_block3_out'}
+    """
+    try:
+        c5 = model.get_layer("shared_pool").input
+    except ValueError:
+        raise MtlError("this model has no 'shared_pool' layer: not a multi-task model built by mtl_keras") from None
+    size = model.input_shape[1]
+    trunk = set(_ancestors(c5))
+    taps = {}
+    for layer in model.layers:  # topological order: the last match at a stride is the tap
+        if layer.name not in trunk:
+            continue
+        shape = getattr(layer.output, "shape", None)
+        if shape is None or len(shape) != 4:
+            continue
+        for tap, stride in TAP_STRIDES.items():
+            if tap != "c5" and shape[1] == size // stride and shape[2] == size // stride:
+                taps[tap] = layer.name
+    taps["c5"] = c5._keras_history[0].name
+    return {k: taps[k] for k in TAP_STRIDES if k in taps}
+
+
+def reads(model, task: str, layer: str) -> bool:
+    """Whether task ``task``'s output is computed from layer ``layer`` (no gradient can flow otherwise).
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+        >>> reads(m, "shape", "conv5_block3_out"), reads(m, "box", "conv5_block3_out")
+        (True, False)
+    """
+    return layer in set(_ancestors(model.get_layer(task).output))
+
+
+def resolve_layer(model, task: str, layer: str = AUTO) -> str:
+    """The layer name to take ``task``'s CAM on: ``auto``, a tap (``c3``/``c4``/``c5``) or a layer name.
+
+    ``auto`` is the deepest shared tap this head reads: ``c5`` for heads on the pooled vector,
+    ``c4`` for the box head (it reads the stride-16 map). A layer the head does not read, or one
+    without a spatial map, is an error naming the problem.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+        >>> resolve_layer(m, "shape"), resolve_layer(m, "shape", "c4")
+        ('conv5_block3_out', 'conv4_block6_out')
+    """
+    taps = tap_layers(model)
+    if layer == AUTO:
+        for tap in AUTO_ORDER:
+            if tap in taps and reads(model, task, taps[tap]):
+                return taps[tap]
+        raise MtlError(f"task {task!r} reads none of the shared taps {', '.join(taps.values())}")
+    name = taps.get(layer, layer)
+    try:
+        found = model.get_layer(name)
+    except ValueError:
+        raise MtlError(
+            f"no layer {layer!r} in the model; use auto, a tap ({', '.join(f'{k}={v}' for k, v in taps.items())}) "
+            "or a layer name"
+        ) from None
+    shape = getattr(found.output, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise MtlError(f"layer {name!r} has output shape {shape}; a CAM needs a spatial [H, W, C] map")
+    if not reads(model, task, name):
+        raise MtlError(
+            f"task {task!r} does not read layer {name!r} (its head is not computed from it); "
+            f"use auto or a tap it reads"
+        )
+    return name
+
+
+def tap_of(model, layer: str) -> str | None:
+    """The tap name (``c3``/``c4``/``c5``) of a layer, or ``None`` for other layers.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> tap_of(mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64), "conv4_block6_out")
+        'c4'
+    """
+    for tap, name in tap_layers(model).items():
+        if name == layer:
+            return tap
+    return None
+
+
+def is_shared(model, layer: str) -> bool:
+    """Whether ``layer`` feeds more than one head (the point of explaining *shared* features).
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+        >>> is_shared(m, "conv4_block6_out"), is_shared(m, "conv5_block3_out")
+        (True, False)
+    """
+    return sum(reads(model, n, layer) for n in model.output_names) > 1
+

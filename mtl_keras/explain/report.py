@@ -1,0 +1,174 @@
+"""CAMs and checks over a dataset split: per-image overlays and ``cam_checks.json``.
+
+Example:
+    >>> import mtl_keras as mk
+    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+    >>> rep = explain(m, load_examples("shapes", "test", 64, 2), layer="c4")
+    >>> sorted(rep["tasks"]), rep["tasks"]["box"]["layer"]
+    (['box', 'shape'], 'conv4_block6_out')
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mtl_keras import io
+from mtl_keras.errors import MtlError
+from mtl_keras.explain import checks, render
+from mtl_keras.explain import layers as layer_lib
+from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, compute_cams, upsample
+
+CHECKS_FILE = "cam_checks.json"
+
+
+def load_examples(data: str, split: str, image_size: int, n: int, **source_options) -> list:
+    """The first ``n`` examples of a split as numpy ``{"image", "labels"}`` dicts at ``image_size``.
+
+    Example:
+        >>> ex = load_examples("shapes", "test", 32, 1)[0]
+        >>> ex["image"].shape, ex["labels"]["box"].shape
+        ((32, 32, 3), (4,))
+    """
+    from mtl_keras import data as data_lib
+    from mtl_keras.data.pipeline import resize_example
+
+    if int(n) < 1:
+        raise MtlError(f"number of images must be at least 1, got {n}")
+    source = data_lib.get_source(data, **source_options)
+    ds = source.examples(split, int(image_size), int(n)).take(int(n))
+    ds = ds.map(lambda ex: resize_example(ex, int(image_size)))
+    out = list(ds.as_numpy_iterator())
+    if not out:
+        raise MtlError(f"split {split!r} of {data!r} has no examples")
+    return out
+
+
+def main_box(labels: dict):
+    """The main object's ``rel_yxyx`` box from an example's labels, or ``None``.
+
+    The ``box`` label when present and valid, else the largest of the ``objects`` boxes.
+
+    Example:
+        >>> import numpy as np
+        >>> main_box({"box": np.array([-1, -1, -1, -1.0]), "objects": {"boxes": np.array([[0, 0, .2, .2], [0, 0, .5, .5]]),
+        ...                                                             "labels": np.array([1, 0])}})
+        [0.0, 0.0, 0.5, 0.5]
+    """
+    box = labels.get("box")
+    if box is not None:
+        b = np.asarray(box, np.float64).reshape(-1)
+        if b.size == 4 and (b >= 0).all() and b[2] > b[0] and b[3] > b[1]:
+            return [float(v) for v in b]
+    objects = labels.get("objects")
+    if isinstance(objects, dict) and "boxes" in objects:
+        boxes = np.asarray(objects["boxes"], np.float64).reshape(-1, 4)
+        keep = (np.asarray(objects.get("labels", np.zeros(len(boxes)))).reshape(-1) >= 0) & (boxes[:, 2] > boxes[:, 0]) & (
+            boxes[:, 3] > boxes[:, 1])
+        if keep.any():
+            area = np.where(keep, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), -1.0)
+            return [float(v) for v in boxes[int(area.argmax())]]
+    return None
+
+
+def _task_labels(examples, name):
+    values = [ex["labels"].get(name) for ex in examples]
+    return None if any(v is None for v in values) else values
+
+
+def explain(
+    model,
+    examples: list,
+    tasks=None,
+    method: str = DEFAULT_METHOD,
+    layer: str = layer_lib.AUTO,
+    targets: dict | None = None,
+    batch_size: int = 16,
+    out_dir=None,
+    scorecam_channels: int = DEFAULT_SCORECAM_CHANNELS,
+    meta: dict | None = None,
+) -> dict:
+    """CAMs of every (or the given) task head on ``examples`` and the checks over them.
+
+    With ``out_dir``, writes ``NNNN.png`` per image (input + one overlay per task) and
+    ``cam_checks.json`` there, each atomically. Returns the report written to the JSON.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), image_size=64)
+        >>> explain(m, load_examples("shapes", "test", 64, 1))["tasks"]["color"]["n_images"]
+        1
+    """
+    tasks = list(model.tasks if tasks is None else tasks)
+    if isinstance(tasks[0], str):
+        tasks = [model.task(t) for t in tasks]
+    if int(batch_size) < 1:
+        raise MtlError(f"batch size must be at least 1, got {batch_size}")
+    size = int(model.input_shape[1])
+    boxes = [main_box(ex["labels"]) for ex in examples]
+    maps = {t.name: [] for t in tasks}
+    per_image = [{"index": i, "box": boxes[i], "tasks": {}} for i in range(len(examples))]
+    info = {}
+    for start in range(0, len(examples), int(batch_size)):
+        batch = examples[start : start + int(batch_size)]
+        images = np.stack([np.asarray(ex["image"], np.float32) for ex in batch])
+        labels = {t.name: _task_labels(batch, t.name) for t in tasks}
+        cams = compute_cams(model, images, tasks, method=method, layer=layer, targets=targets, labels=labels,
+                            scorecam_channels=scorecam_channels)
+        for t in tasks:
+            c = cams[t.name]
+            if t.name not in info:
+                info[t.name] = {
+                    "kind": t.kind, "layer": c.layer, "tap": layer_lib.tap_of(model, c.layer),
+                    "shared": layer_lib.is_shared(model, c.layer), "method": c.method, "score": c.what,
+                    "map_size": list(c.maps.shape[1:]),
+                }
+            full = upsample(c.maps, size)
+            for k in range(len(batch)):
+                i = start + k
+                maps[t.name].append((c.maps[k], full[k]))
+                why = checks.degenerate(c.maps[k]) or checks.degenerate(full[k])
+                entry = {"target": c.targets[k], "degenerate": why}
+                if why is None:
+                    entry["peak_yx"] = [round(v, 4) for v in checks.peak_point(c.maps[k])]
+                    if boxes[i] is not None:
+                        entry["hit"] = checks.pointing_hit(c.maps[k], boxes[i], size)
+                        entry["energy_in_box"] = round(checks.energy_in_box(full[k], boxes[i]), 4)
+                per_image[i]["tasks"][t.name] = entry
+        if out_dir is not None:
+            for k, ex in enumerate(batch):
+                i = start + k
+                per_image[i]["png"] = _write_overlay(out_dir, i, ex["image"], boxes[i], tasks, maps, per_image[i])
+    summary = checks.summarize(maps, boxes, size)
+    for name, entry in summary["tasks"].items():
+        summary["tasks"][name] = {**info[name], **entry}
+    report = {
+        **(meta or {}),
+        "image_size": size,
+        "n_images": len(examples),
+        "n_with_box": sum(b is not None for b in boxes),
+        "method": method,
+        "tasks": summary["tasks"],
+        "overlap": summary["overlap"],
+        "images": per_image,
+    }
+    if out_dir is not None:
+        io.write_json(os.path.join(out_dir, CHECKS_FILE), report)
+    return report
+
+
+def _write_overlay(out_dir, i, image, box, tasks, maps, record) -> str:
+    panels = [render.input_panel(image, box, caption=f"#{i}")]
+    for t in tasks:
+        entry = record["tasks"][t.name]
+        low, full = maps[t.name][i]
+        if entry["degenerate"]:
+            panels.append(render.overlay_panel(image, None, box, caption=f"{t.name}: {entry['degenerate']} map"))
+            continue
+        verdict = {True: " hit", False: " miss"}.get(entry.get("hit"), "")
+        panels.append(render.overlay_panel(image, full, box, peak=entry["peak_yx"],
+                                           caption=f"{t.name}: {entry['target']}{verdict}"))
+    name = f"{i:04d}.png"
+    render.save_png(render.side_by_side(panels), os.path.join(out_dir, name))
+    return name
