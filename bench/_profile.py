@@ -38,10 +38,10 @@ def parse_args():
 
 
 def op_table(xplane_path):
-    """Per-op rows of TensorFlow's ``tensorflow_stats`` tool, read from an ``.xplane.pb`` trace."""
+    """Per-op rows of the profiler's ``framework_op_stats`` tool, read from an ``.xplane.pb`` trace."""
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
 
-    data, ok = plugin.xspace_to_tools_data([xplane_path], "tensorflow_stats", {})
+    data, ok = plugin.xspace_to_tools_data([xplane_path], "framework_op_stats", {})
     if not ok:
         return []
     table = json.loads(data)
@@ -105,16 +105,9 @@ def main():
     print(f"trace: {paths[0] if paths else 'none written'}")
     rows = op_table(paths[0]) if paths else []
     if rows:
-        keys = list(rows[0])
-        type_key = next(k for k in keys if "type" in k.lower())
-        self_key = next(k for k in keys if "self" in k.lower() and "time" in k.lower() and "%" not in k.lower()
-                        and "avg" not in k.lower())
-        host_key = next((k for k in keys if "host" in k.lower() and "device" in k.lower()), None)
         by_type = collections.Counter()
         for r in rows:
-            if host_key and str(r.get(host_key)).lower() not in ("host", "none"):
-                continue
-            by_type[r[type_key]] += float(r[self_key] or 0)
+            by_type[r["type"]] += float(r["total_self_time"] or 0)
         total_us = sum(by_type.values())
         print(f"profiled op self time {total_us / 1e6:.2f} s over {args.steps} steps "
               f"({wall:.2f} s wall, {2 * wall:.2f} core-s on 2 cores): by op type")

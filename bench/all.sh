@@ -13,7 +13,7 @@ if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3
 fi
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} PYTHONUNBUFFERED=1
 LIMIT=${BENCH_TIMEOUT:-900}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -30,9 +30,8 @@ for script in bench/*.py; do
   echo "=== $cmd"
   start=$(date +%s)
   # shellcheck disable=SC2086  # extra flags are meant to split
-  timeout "$LIMIT" "$PY" "$script" $extra >"$work/$name.out" 2>"$work/$name.err"
-  rc=$?
-  cat "$work/$name.out"
+  timeout "$LIMIT" "$PY" "$script" $extra 2>"$work/$name.err" | tee "$work/$name.out"
+  rc=${PIPESTATUS[0]}
   secs=$(( $(date +%s) - start ))
   if [ $rc -eq 0 ]; then
     state="ok, ${secs} s"

@@ -1,4 +1,4 @@
-"""Training speed helpers: mixed-precision policy choice, tf.data tuning, images/s per epoch.
+"""Training speed helpers: mixed-precision policy choice and images/s per epoch.
 
 The train command wires these in; the Python API user can call them the same way. (Choosing a
 distribution strategy lives in ``mtl_keras.distribute.get_strategy``.)
@@ -82,26 +82,6 @@ def set_mixed_precision(mode: str = "auto") -> str:
     policy = mixed_precision_policy(mode)
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def tune_dataset(dataset: tf.data.Dataset, training: bool = True) -> tf.data.Dataset:
-    """Let tf.data pick parallelism and buffer sizes (AUTOTUNE) and keep a batch ready ahead of the step.
-
-    For training the order of elements within the parallel stages may vary (the shuffle already
-    decides the order); evaluation keeps a deterministic order.
-
-    Example:
-        >>> ds = tune_dataset(tf.data.Dataset.range(4).batch(2))
-        >>> [b.numpy().tolist() for b in ds]
-        [[0, 1], [2, 3]]
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = True
-    options.experimental_optimization.map_parallelization = True
-    options.experimental_optimization.parallel_batch = True
-    if training:
-        options.deterministic = False
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 class ThroughputLogger(keras.callbacks.Callback):

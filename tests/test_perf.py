@@ -1,11 +1,10 @@
-"""mtl_keras.perf: mixed-precision policy choice, dataset tuning, ThroughputLogger."""
+"""mtl_keras.perf: mixed-precision policy choice, ThroughputLogger."""
 
 import csv
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtl_keras import perf
 from mtl_keras.errors import MtlError
@@ -63,14 +62,6 @@ def test_mixed_policy_reaches_the_model_and_outputs_stay_float32(restore_policy)
     model.compile(optimizer="adam")
     # float16 needs loss scaling; Keras' compile adds it under this policy.
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-
-
-def test_tune_dataset_keeps_every_element_and_eval_order():
-    ds = tf.data.Dataset.range(20).map(lambda i: i * 2, num_parallel_calls=tf.data.AUTOTUNE).batch(3)
-    trained = np.concatenate([b.numpy() for b in perf.tune_dataset(ds, training=True)])
-    assert sorted(trained.tolist()) == list(range(0, 40, 2))
-    evaluated = np.concatenate([b.numpy() for b in perf.tune_dataset(ds, training=False)])
-    assert evaluated.tolist() == list(range(0, 40, 2))
 
 
 class FakeClock:
