@@ -108,11 +108,14 @@ def main():
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     _timing.header(f"input pipeline vs train step: {len(names)}-task {args.trunk}, {args.image_size} px, "
                    f"batch {args.batch_size}")
-    import tensorflow as tf
+    import warnings
 
     import mtl_keras as mk
     from mtl_keras.data.pipeline import make_pipeline
     from mtl_keras.perf import ThroughputLogger
+
+    # The pipeline shuffles; Keras' reminder that fit(shuffle=True) does not apply to a Dataset is noise.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 
     tasks = mk.tasks.from_dataset("shapes", names=names)
     scenes = mk.data.load("shapes", split="train", image_size=args.image_size, batch_size=args.batch_size,
