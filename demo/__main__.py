@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=0, help="also run N built-in test scenes (rendered, no files needed)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=None, help="detection score threshold (default: the card's)")
+    p.add_argument("--score-threshold", type=float, default=None, help="score threshold of multi-label and detection heads (default: the card's)")
     p.add_argument("--max-objects", type=int, default=None, help="most objects drawn per detection head (default: the card's)")
     p.add_argument("--no-xnnpack", action="store_true", help="run on the built-in CPU kernels, without the XNNPACK delegate")
 
@@ -132,7 +132,7 @@ def run(args) -> int:
     summary = latency_summary(times)
     doc = {
         "model": os.path.basename(args.model), "mode": card["file"].get("mode"),
-        "delegate": model.delegate(), "threads": args.threads,
+        "delegate": model.delegate() if times else "not run (no picture was usable)", "threads": args.threads,
         "settings": {"score_threshold": args.score_threshold, "max_objects": args.max_objects},
         "latency": summary, "images": records, "failures": failures,
     }

@@ -94,7 +94,8 @@ def segmentation(output, classes) -> dict:
 def decode(task: dict, output, score_threshold: float | None = None, max_objects: int | None = None) -> dict:
     """Decode one sample's output of ``task`` (its model-card entry), with the card's decoding settings.
 
-    ``score_threshold`` and ``max_objects`` override the card for detection heads.
+    ``score_threshold`` overrides the card's threshold of multi-label and detection heads,
+    ``max_objects`` the most objects a detection head reports.
 
     Example:
         >>> decode({"name": "count", "kind": "regression"}, np.array([3.0]))
@@ -105,7 +106,7 @@ def decode(task: dict, output, score_threshold: float | None = None, max_objects
     if kind == "classification":
         return classification(output, classes, settings.get("top_k", 1))
     if kind == "multilabel":
-        return multilabel(output, classes, settings.get("threshold", 0.5))
+        return multilabel(output, classes, settings.get("threshold", 0.5) if score_threshold is None else score_threshold)
     if kind == "box":
         return box(output)
     if kind == "regression":

@@ -37,7 +37,7 @@ class ImageError(ValueError):
 def find_images(paths) -> list[str]:
     """Files to run: each file as given, and each folder's image files (by extension, sorted).
 
-    Missing paths are kept, so they get their own ``file not found`` reason later.
+    Missing paths and folders without pictures are kept, so each gets its own reason later.
 
     Example:
         >>> find_images([]) == []
@@ -47,10 +47,12 @@ def find_images(paths) -> list[str]:
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            found += sorted(
+            inside = sorted(
                 os.path.join(p, n) for n in os.listdir(p)
                 if n.lower().endswith(EXTENSIONS) and not n.startswith(".") and os.path.isfile(os.path.join(p, n))
             )
+            # An empty folder stays in the list, so it is reported rather than silently skipped.
+            found += inside or [p]
         else:
             found.append(p)
     return found

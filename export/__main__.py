@@ -1,4 +1,4 @@
-"""Export a trained model to TFLite (fp32 | fp16 | dynamic | int8 [| int8_mixed]), validated per task.
+"""Export a trained model to TFLite (fp32 | fp16 | dynamic | int8 [| int8_mixed | int16x8]), validated per task.
 
 Example:
     python -m export runs/x/model.keras --modes fp32,fp16,dynamic,int8 --out runs/x/export
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", help="a .keras file written by mtl-keras train")
     p.add_argument("--modes", default="fp32,fp16,dynamic,int8",
-                   help="comma-separated: fp32, fp16, dynamic, int8, int8_mixed (default: %(default)s)")
+                   help="comma-separated: fp32, fp16, dynamic, int8, int8_mixed, int16x8 (default: %(default)s)")
     p.add_argument("--data", default=None, help="dataset for calibration and validation (default: the run's, from config.json)")
     p.add_argument("--out", default=None, help="output folder (default: export/ beside the model)")
     p.add_argument("--float-heads", default="",

@@ -81,11 +81,11 @@ def new_card(tasks, image_size: int, source: dict) -> dict:
     }
 
 
-def file_entry(name: str, data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None) -> dict:
+def file_entry(data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None) -> dict:
     """The per-file part of a card: mode, size, checksum, input/output tensors and their quantization.
 
     Example:
-        >>> entry = file_entry("m.tflite", tflite_bytes, "int8", LiteModel(path))  # doctest: +SKIP
+        >>> entry = file_entry(tflite_bytes, "int8", LiteModel(path))  # doctest: +SKIP
         >>> entry["input"]["dtype"]                                               # doctest: +SKIP
         'uint8'
     """

@@ -114,7 +114,7 @@ def export_model(
     keras_metrics = evaluate_outputs(model.tasks, targets, reference, weights)
 
     calib, calib_images = None, None
-    if any(m.startswith("int8") for m in modes):
+    if any(m.startswith("int") for m in modes):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             calib_images = calibration.calibration_images(
@@ -170,22 +170,41 @@ def export_model(
                 entry["reason"] = "below --min-metric " + "; ".join(below)
             lite_models[mode] = lite
             card["files"][entry["file"]] = card_lib.file_entry(
-                entry["file"], data_bytes, mode, lite, heads, calib if mode.startswith("int8") else None,
+                data_bytes, mode, lite, heads, calib if mode.startswith("int") else None,
                 {"data": data, "split": split, "images": int(len(images)), "metrics": metrics, "parity_max_abs": entry["parity_max_abs"]},
             )
             files.write_json(os.path.join(out, card_lib.CARD_NAME), card)
 
     _time_all(lite_models, images[0], report, timing_runs, log)
-    int8 = next((f for f in report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
-    if int8 and not float_heads:
-        hints = report_lib.drop_hints(model.tasks, keras_metrics, int8["metrics"])
-        if hints:
-            report["notes"].append(
-                f"int8 loses more than the tolerance on {', '.join(hints)}: --float-heads {','.join(hints)} "
-                "adds int8_mixed, which keeps those heads in float32")
+    report["notes"] += quantization_notes(model.tasks, keras_metrics, report["formats"])
     files.write_json(os.path.join(out, "report.json"), report)
     files.write_text(os.path.join(out, "report.md"), report_lib.markdown(report))
     return report
+
+
+def quantization_notes(tasks, keras_metrics: dict, formats: list) -> list[str]:
+    """What to try when int8 loses too much: float heads when the loss is in a head, int16x8 when not.
+
+    Example:
+        >>> from mtl_keras.tasks import BoxTask
+        >>> rows = [{"mode": "int8", "status": "ok", "metrics": {"box": {"iou": 0.5}}}]
+        >>> quantization_notes([BoxTask("box")], {"box": {"iou": 0.7}}, rows)[0][:40]
+        'int8 loses more than the tolerance on bo'
+    """
+    done = {f["mode"]: f for f in formats if f["status"] != "failed"}
+    notes = []
+    if "int8" in done:
+        hints = report_lib.drop_hints(tasks, keras_metrics, done["int8"]["metrics"])
+        if hints and "int8_mixed" not in done:
+            notes.append(f"int8 loses more than the tolerance on {', '.join(hints)}: try --float-heads {','.join(hints)} "
+                         "(int8_mixed keeps those heads float32) and, if the loss is in the shared trunk, "
+                         "--modes ...,int16x8 (int16 activations; slower, XNNPACK does not run it)")
+    if "int8_mixed" in done:
+        still = report_lib.drop_hints(tasks, keras_metrics, done["int8_mixed"]["metrics"])
+        if still:
+            notes.append(f"int8_mixed still loses more than the tolerance on {', '.join(still)}: the loss is in the "
+                         "shared trunk, not the heads; int16x8 (int16 activations) is the mode that keeps accuracy")
+    return notes
 
 
 def convert_heads_check(model, float_heads) -> None:

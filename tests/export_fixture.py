@@ -34,7 +34,7 @@ def exported_run(root) -> dict:
     with open(os.path.join(run, "config.json"), "w") as f:
         json.dump({"data": "shapes", "image_size": IMAGE_SIZE, "trunk": "mobilenet_v3_small"}, f)
     report = export_model(
-        os.path.join(run, "model.keras"), modes=["fp32", "fp16", "dynamic", "int8"], float_heads=["box"],
+        os.path.join(run, "model.keras"), modes=["fp32", "fp16", "dynamic", "int8", "int16x8"], float_heads=["box"],
         calibration_size=16, eval_size=48, timing_runs=3, log=lambda m: None,
     )
     _CACHE.update(run=run, model=os.path.join(run, "model.keras"), export=os.path.join(run, "export"), report=report)

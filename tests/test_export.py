@@ -8,7 +8,7 @@ import pytest
 
 from export_fixture import IMAGE_SIZE, TASKS, exported_run
 
-MODES = ["fp32", "fp16", "dynamic", "int8", "int8_mixed"]
+MODES = ["fp32", "fp16", "dynamic", "int8", "int16x8", "int8_mixed"]
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +37,20 @@ def _lite(exported, mode):
 def test_every_mode_exported_and_ok(exported):
     report = exported["report"]
     assert [f["mode"] for f in report["formats"]] == MODES
-    assert all(f["status"] == "ok" for f in report["formats"]), [f.get("reason") for f in report["formats"]]
-    for mode in MODES:
-        assert os.path.isfile(os.path.join(exported["export"], f"model_{mode}.tflite"))
+    for f in report["formats"]:
+        path = os.path.join(exported["export"], f"model_{f['mode']}.tflite")
+        if f["status"] == "ok":
+            assert os.path.isfile(path)
+        else:
+            # TF 2.21 has no 16x8 kernel for MobileNetV3's HARD_SWISH: a real conversion failure,
+            # which must be reported with its reason and leave no file.
+            assert f["mode"] == "int16x8", f.get("reason")
+            assert f["reason"].startswith("TFLite conversion (int16x8) failed:") and "\n" not in f["reason"]
+            assert not os.path.exists(path)
     assert not [n for n in os.listdir(exported["export"]) if n.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "int16x8"])
 def test_signature_keeps_input_and_task_names(exported, mode):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -117,7 +124,7 @@ def test_report_metrics_come_from_the_tflite_and_match_evaluate(exported, keras_
         metric = keras_model.task(t).primary_metric
         assert report["keras"]["metrics"][t][metric] == pytest.approx(evaluated[t][metric], abs=1e-5), t
     with open(os.path.join(exported["export"], "report.json")) as f:
-        assert json.load(f)["formats"][3]["metrics"] == int8["metrics"]
+        assert next(f for f in json.load(f)["formats"] if f["mode"] == "int8")["metrics"] == int8["metrics"]
 
 
 def test_barely_trained_model_fails_the_floor(exported, tmp_path, capsys):
