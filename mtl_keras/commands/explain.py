@@ -95,29 +95,32 @@ def _fmt(v, digits=2):
 
 
 def format_report(report: dict) -> str:
-    """A table of the checks per task, then the task overlaps.
+    """A table of the checks per task (degenerate maps counted apart), then the task overlaps.
+
+    ``pointing`` is over the usable maps; ``all`` counts a degenerate map as a miss.
 
     Example:
-        >>> rep = {"method": "gradcam", "n_images": 2, "tasks": {"shape": {"layer": "c5l", "n_usable": 2,
-        ...        "degenerate": {"nan": [], "zero": [], "constant": []},
-        ...        "pointing_game": {"hits": 1, "n": 2, "hit_rate": 0.5, "chance": 0.2},
+        >>> rep = {"method": "gradcam", "n_images": 2, "tasks": {"shape": {"layer": "c5l", "n_usable": 1,
+        ...        "degenerate": {"nan": [], "zero": [1], "constant": []},
+        ...        "pointing_game": {"hits": 1, "n": 1, "hit_rate": 1.0, "hit_rate_all": 0.5, "chance": 0.2},
         ...        "energy_in_box": {"mean": 0.4, "chance": 0.1}}}, "overlap": {}}
         >>> print(format_report(rep).splitlines()[2])
-        shape         c5l                    2/2   1/2 = 0.50  0.20    0.40  0.10
+        shape    c5l                  1/2  1/1 = 1.00  0.50  0.20    0.40  0.10  degenerate: zero 1
     """
     lines = [
         f"{report['method']} on {report['n_images']} images",
-        f"{'task':<13} {'layer':<20} {'usable':>6}  {'pointing':<11} {'chance':<6}  {'energy':<5} {'chance':<6}",
+        f"{'task':<8} {'layer':<18} {'usable':>5}  {'pointing':<11} {'all':<5} {'chance':<6}  {'energy':<5} {'chance':<6}",
     ]
     for name, t in report["tasks"].items():
         pg, en = t["pointing_game"], t["energy_in_box"]
         bad = ", ".join(f"{k} {len(v)}" for k, v in t["degenerate"].items() if v)
         point = f"{pg['hits']}/{pg['n']} = {_fmt(pg['hit_rate'])}" if pg["n"] else "-"
+        usable = f"{t['n_usable']}/{report['n_images']}"
         line = (
-            f"{name:<13} {t['layer']:<20} {t['n_usable']:>4}/{report['n_images']:<1}   {point:<11} {_fmt(pg['chance']):<6}  "
-            f"{_fmt(en['mean']):<5} {_fmt(en['chance'])}"
+            f"{name:<8} {t['layer']:<18} {usable:>5}  {point:<11} {_fmt(pg.get('hit_rate_all')):<5} "
+            f"{_fmt(pg['chance']):<6}  {_fmt(en['mean']):<5} {_fmt(en['chance'])}"
         )
-        lines.append(line + (f"   degenerate: {bad}" if bad else ""))
+        lines.append(line + (f"  degenerate: {bad}" if bad else ""))
     for pair, o in report["overlap"].items():
         lines.append(f"overlap {pair}: mean correlation {_fmt(o['mean_correlation'])} over {o['n']} images")
     return "\n".join(lines)

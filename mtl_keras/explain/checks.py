@@ -72,7 +72,7 @@ def peak_point(cam) -> tuple[float, float]:
     """
     cam = np.asarray(cam, np.float64)
     i, j = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return (i + 0.5) / cam.shape[0], (j + 0.5) / cam.shape[1]
+    return float((i + 0.5) / cam.shape[0]), float((j + 0.5) / cam.shape[1])
 
 
 def pointing_hit(cam, box, image_size: int) -> bool:
@@ -83,7 +83,7 @@ def pointing_hit(cam, box, image_size: int) -> bool:
 
     Example:
         >>> import numpy as np
-        >>> cam = np.zeros((8, 8)); cam[0, 0] = 1.0      # peak at (4, 4) px of 64
+        >>> cam = np.zeros((8, 8)); cam[1, 1] = 1.0      # peak at (12, 12) px of 64; tolerance 4.3 px
         >>> pointing_hit(cam, [0.2, 0.2, 0.5, 0.5], 64), pointing_hit(cam, [0.3, 0.3, 0.5, 0.5], 64)
         (True, False)
     """
@@ -98,7 +98,7 @@ def pointing_chance(box, image_size: int) -> float:
 
     Example:
         >>> round(pointing_chance([0.0, 0.0, 0.5, 0.5], 224), 3)
-        0.284
+        0.321
     """
     tol = tolerance_px(image_size) / float(image_size)
     y1, x1, y2, x2 = (float(v) for v in box)
@@ -209,12 +209,16 @@ def summarize(task_maps: dict, boxes, image_size: int) -> dict:
             chance.append(pointing_chance(box, image_size))
             energy.append(energy_in_box(full, box))
             share.append(box_share(box, np.shape(full)))
+        n_boxed = sum(b is not None for b in boxes)
+        n_hits = int(np.sum(hits)) if hits else 0
         tasks[name] = {
             "n_images": len(maps),
             "n_usable": len(usable[name]),
             "degenerate": bad,
             "pointing_game": {
-                "n": len(hits), "hits": int(np.sum(hits)) if hits else 0, "hit_rate": _mean(hits),
+                "n": len(hits), "hits": n_hits, "hit_rate": _mean(hits),
+                # The same hits over every image with a box, a degenerate map counting as a miss.
+                "hit_rate_all": n_hits / n_boxed if n_boxed else None,
                 "chance": _mean(chance), "tolerance_px": round(tolerance_px(image_size), 3),
             },
             "energy_in_box": {"n": len(energy), "mean": _mean(energy), "chance": _mean(share)},
