@@ -91,12 +91,7 @@ def _train_and_score(tasks, balancer, train, evaluation, settings, loss_scale) -
     started = time.time()
     history = model.fit(train, epochs=settings["epochs"], verbose=0)
     seconds = time.time() - started
-    if len(tasks) == 1 and not hasattr(tasks[0], "dataset_metrics"):
-        # Keras leaves the output name off a one-output model's metrics ("accuracy", not "shape_accuracy").
-        logs = model.evaluate(evaluation, verbose=0, return_dict=True)
-        scores = {tasks[0].name: {k.removeprefix(f"{tasks[0].name}_"): float(v) for k, v in logs.items()}}
-    else:
-        scores = evaluate_model(model, evaluation)
+    scores = evaluate_model(model, evaluation)
     primary = {}
     for t in tasks:
         if t.primary_metric not in scores[t.name]:

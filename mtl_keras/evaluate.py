@@ -21,11 +21,14 @@ from mtl_keras.errors import MtlError
 def group_by_task(logs: dict, task_names) -> dict:
     """Split Keras' flat ``{"<task>_<metric>": v}`` logs into ``{task: {metric: v}}``.
 
-    Longer task names are matched first, so ``box`` and ``box_small`` do not collide.
+    Longer task names are matched first, so ``box`` and ``box_small`` do not collide; a one-task
+    model's unprefixed metrics belong to its task.
 
     Example:
-        >>> group_by_task({"loss": 1.0, "box_iou": 0.5, "box_loss": 0.2}, ["box"])
-        {'box': {'iou': 0.5, 'loss': 0.2}}
+        >>> group_by_task({"loss": 1.0, "box_iou": 0.5, "box_loss": 0.2}, ["box", "shape"])
+        {'box': {'iou': 0.5, 'loss': 0.2}, 'shape': {}}
+        >>> group_by_task({"loss": 0.3, "accuracy": 0.9}, ["shape"])
+        {'shape': {'accuracy': 0.9, 'loss': 0.3}}
     """
     grouped = {name: {} for name in task_names}
     for key, value in logs.items():
@@ -33,6 +36,12 @@ def group_by_task(logs: dict, task_names) -> dict:
             if key.startswith(name + "_"):
                 grouped[name][key[len(name) + 1 :]] = float(value)
                 break
+        else:
+            if len(task_names) == 1 and key != "loss":
+                # Keras leaves the output name off a one-output model's metrics ("accuracy").
+                grouped[task_names[0]][key] = float(value)
+    if len(task_names) == 1 and "loss" in logs:
+        grouped[task_names[0]].setdefault("loss", float(logs["loss"]))
     return grouped
 
 
