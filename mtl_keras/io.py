@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
+
+from demo import files
 
 from mtl_keras.errors import MtlError
 
@@ -38,18 +39,17 @@ def atomic_path(path, suffix: str = ""):
 
 
 def write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically.
+    """Write ``obj`` as indented JSON, atomically (numpy values become Python ones, NaN becomes null).
+
+    The writing itself is ``demo.files``' (TensorFlow-free, shared with export and the demo).
 
     Example:
-        >>> import os, tempfile
+        >>> import os, tempfile, numpy as np
         >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
-        >>> write_json(p, {"a": 1}); open(p).read()
-        '{\\n  "a": 1\\n}\\n'
+        >>> write_json(p, {"a": np.float32(1.5)}); open(p).read()
+        '{\\n  "a": 1.5\\n}\\n'
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
-            f.write("\n")
+    files.write_json(path, _python(obj))
 
 
 def write_text(path, text: str) -> None:
@@ -60,9 +60,7 @@ def write_text(path, text: str) -> None:
         >>> p = os.path.join(tempfile.mkdtemp(), "r.md"); write_text(p, "# ok"); open(p).read()
         '# ok'
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
+    files.write_text(path, text)
 
 
 def save_model(model, path) -> None:
@@ -94,14 +92,14 @@ def ensure_dir(path) -> str:
     return path
 
 
-def _jsonable(o):
-    try:
-        import numpy as np
+def _python(obj):
+    """Plain Python values for JSON: numpy scalars and arrays converted, containers walked."""
+    import numpy as np
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+    if isinstance(obj, dict):
+        return {k: _python(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_python(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return _python(obj.tolist())
+    return obj
