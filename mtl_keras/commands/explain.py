@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="what to score: predicted (default) | label | a class name | box: area, y1, x1, y2, x2; "
              "TASK=TARGET for one task, repeatable",
     )
+    p.add_argument("--baseline", action="store_true",
+                   help="also run the checks on an untrained copy of the model (randomization sanity check)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--scorecam-channels", type=int, default=DEFAULT_SCORECAM_CHANNELS,
                    help="Score-CAM: mask with the N most varied channels (Faster Score-CAM)")
@@ -66,7 +68,7 @@ def run(args) -> int:
         raise MtlError(f"--scorecam-channels must be a positive integer, got {args.scorecam_channels}")
     import mtl_keras as mk
     from mtl_keras.commands.evaluate import run_config
-    from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples
+    from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
 
     model = mk.load_model(args.model, safe_mode=not args.unsafe, compile=False)
     data = args.data or run_config(args.model).get("data")
@@ -80,12 +82,18 @@ def run(args) -> int:
     targets = parse_targets(args.target, [t.name for t in tasks])
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "gradcam")
     examples = load_examples(data, args.split, model.input_shape[1], args.n)
-    report = explain(
-        model, examples, tasks=tasks, method=args.method, layer=args.layer, targets=targets,
-        batch_size=args.batch_size, out_dir=out, scorecam_channels=args.scorecam_channels,
-        meta={"model": os.path.abspath(args.model), "data": data, "split": args.split},
-    )
+    options = dict(tasks=[t.name for t in tasks], method=args.method, layer=args.layer, targets=targets,
+                   batch_size=args.batch_size, scorecam_channels=args.scorecam_channels)
+    meta = {"model": os.path.abspath(args.model), "data": data, "split": args.split}
+    if args.baseline:
+        # Computed first, so cam_checks.json is written once, complete, with the baseline in it.
+        base = explain(untrained_copy(model), examples, **options)
+        meta["baseline_untrained"] = {k: base[k] for k in ("tasks", "skipped", "overlap")}
+    report = explain(model, examples, out_dir=out, meta=meta, **options)
     print(format_report(report))
+    if args.baseline:
+        print("untrained copy (same architecture, random weights):")
+        print("\n".join(format_report({**report, **report["baseline_untrained"]}).splitlines()[1:]))
     print(f"wrote {len(report['images'])} overlays and {os.path.join(out, CHECKS_FILE)}")
     return 0
 
@@ -121,6 +129,8 @@ def format_report(report: dict) -> str:
             f"{_fmt(pg['chance']):<6}  {_fmt(en['mean']):<5} {_fmt(en['chance'])}"
         )
         lines.append(line + (f"  degenerate: {bad}" if bad else ""))
+    for name, why in report.get("skipped", {}).items():
+        lines.append(f"{name:<8} skipped: {why}")
     for pair, o in report["overlap"].items():
         lines.append(f"overlap {pair}: mean correlation {_fmt(o['mean_correlation'])} over {o['n']} images")
     return "\n".join(lines)

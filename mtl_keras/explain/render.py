@@ -1,7 +1,7 @@
 """One PNG per image: the input, then one CAM overlay per task head, side by side.
 
-Each overlay shows the map (jet colours over the image), the main object's box (green), the map's
-peak (white cross) and a caption: task, what was scored, and the pointing-game verdict.
+Each overlay shows the map (jet colours over the image), the main object's box (white), the map's
+peak (black-edged white cross) and a caption: task, what was scored, and the pointing-game verdict.
 
 Example:
     >>> import numpy as np
@@ -34,7 +34,7 @@ def _panel_image(image) -> Image.Image:
     return img.resize((PANEL, PANEL), Image.BILINEAR)
 
 
-def _draw_box(draw, box, colour=(0, 255, 0)):
+def _draw_box(draw, box, colour=(255, 255, 255)):
     if box is None:
         return
     y1, x1, y2, x2 = (float(v) * PANEL for v in box)
@@ -60,9 +60,11 @@ def overlay_panel(image, cam, box=None, peak=None, caption: str = "") -> Image.I
     draw = ImageDraw.Draw(base)
     _draw_box(draw, box)
     if peak is not None:
+        # Black under white, so the cross shows on any colour of the map.
         y, x = peak[0] * PANEL, peak[1] * PANEL
-        draw.line([x - 6, y, x + 6, y], fill=(255, 255, 255), width=2)
-        draw.line([x, y - 6, x, y + 6], fill=(255, 255, 255), width=2)
+        for colour, width in (((0, 0, 0), 5), ((255, 255, 255), 2)):
+            draw.line([x - 7, y, x + 7, y], fill=colour, width=width)
+            draw.line([x, y - 7, x, y + 7], fill=colour, width=width)
     out = Image.new("RGB", (PANEL, PANEL + CAPTION_H), (255, 255, 255))
     out.paste(base, (0, 0))
     ImageDraw.Draw(out).text((4, PANEL + 6), caption[:34], fill=(0, 0, 0))
