@@ -152,7 +152,7 @@ def run(args) -> int:
     from mtl_keras.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
     from mtl_keras.distribute import get_strategy
     from mtl_keras.evaluate import evaluate_model, format_table
-    from mtl_keras.perf import ThroughputLogger, set_mixed_precision, tune_dataset
+    from mtl_keras.perf import ThroughputLogger, set_mixed_precision
 
     keras.utils.set_random_seed(args.seed)
     policy = set_mixed_precision(args.mixed_precision)
@@ -169,11 +169,8 @@ def run(args) -> int:
     replicas = strategy.num_replicas_in_sync
     sizes = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     train, val, test = (
-        tune_dataset(
-            mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
-                         tasks=tasks, size=sizes[s], seed=args.seed),
-            training=s == "train",
-        )
+        mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
+                     tasks=tasks, size=sizes[s], seed=args.seed)
         for s in ("train", "val", "test")
     )
     with strategy.scope():
