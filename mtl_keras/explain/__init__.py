@@ -22,9 +22,11 @@ from mtl_keras.explain.checks import (
     summarize,
 )
 from mtl_keras.explain.layers import resolve_layer, tap_layers
+from mtl_keras.explain.report import explain, load_examples, untrained_copy
 from mtl_keras.explain.scores import SCORES, TaskScore, register_score
 
 __all__ = [
-    "METHODS", "SCORES", "TaskCams", "TaskScore", "compute_cams", "degenerate", "energy_in_box", "head_model",
-    "map_correlation", "pointing_hit", "register_score", "resolve_layer", "summarize", "tap_layers", "upsample",
+    "METHODS", "SCORES", "TaskCams", "TaskScore", "compute_cams", "degenerate", "energy_in_box", "explain",
+    "head_model", "load_examples", "map_correlation", "pointing_hit", "register_score", "resolve_layer",
+    "summarize", "tap_layers", "untrained_copy", "upsample",
 ]

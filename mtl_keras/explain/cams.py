@@ -48,7 +48,13 @@ DEFAULT_SCORECAM_CHANNELS = 32
 
 @dataclasses.dataclass
 class TaskCams:
-    """One head's maps for a batch: raw ``maps`` ``[B, h, w]`` at the layer's resolution, and provenance."""
+    """One head's maps for a batch: raw ``maps`` ``[B, h, w]`` at the layer's resolution, and provenance.
+
+    Example:
+        >>> import numpy as np
+        >>> TaskCams("box", "box", "conv4_block6_out", "gradcam", "box area", ["area"], np.zeros((1, 4, 4))).maps.shape
+        (1, 4, 4)
+    """
 
     task: str
     kind: str
@@ -164,8 +170,7 @@ def compute_cams(
         raise unknown("CAM method", method, METHODS)
     targets, labels = dict(targets or {}), dict(labels or {})
     layers = {
-        t.name: layer_lib.resolve_layer(model, t.name, layer.get(t.name, layer_lib.AUTO) if isinstance(layer, dict) else layer)
-        for t in tasks
+        t.name: layer_lib.resolve_layer(model, t.name, layer_lib.option_for(layer, t.name)) for t in tasks
     }
     plain = head_model(model, tasks)
     raw = plain.predict_on_batch(images)
@@ -181,7 +186,9 @@ def compute_cams(
             fn = _unsoftmaxed(score, shape)
         score_list = [InactiveScore() for _ in tasks]
         score_list[i] = fn
-        kwargs = {"max_N": min(scorecam_channels, plain.get_layer(layers[task.name]).output.shape[-1])} if scorecam else {}
+        kwargs = {}
+        if scorecam:
+            kwargs["max_N"] = min(scorecam_channels, plain.get_layer(layers[task.name]).output.shape[-1])
         with _quiet():
             cam = viz(
                 score_list, images, penultimate_layer=layers[task.name], seek_penultimate_conv_layer=False,

@@ -117,6 +117,16 @@ def resolve_layer(model, task: str, layer: str = AUTO) -> str:
     return name
 
 
+def option_for(layer, task: str) -> str:
+    """The layer option of one task: ``layer`` itself, or its entry in a per-task dict (default ``auto``).
+
+    Example:
+        >>> option_for("c4", "box"), option_for({"box": "c3"}, "box"), option_for({"box": "c3"}, "shape")
+        ('c4', 'c3', 'auto')
+    """
+    return layer.get(task, AUTO) if isinstance(layer, dict) else layer
+
+
 def tap_of(model, layer: str) -> str | None:
     """The tap name (``c3``/``c4``/``c5``) of a layer, or ``None`` for other layers.
 

@@ -52,8 +52,8 @@ def main_box(labels: dict):
 
     Example:
         >>> import numpy as np
-        >>> main_box({"box": np.array([-1, -1, -1, -1.0]), "objects": {"boxes": np.array([[0, 0, .2, .2], [0, 0, .5, .5]]),
-        ...                                                             "labels": np.array([1, 0])}})
+        >>> objects = {"boxes": np.array([[0, 0, .2, .2], [0, 0, .5, .5]]), "labels": np.array([1, 0])}
+        >>> main_box({"box": np.array([-1, -1, -1, -1.0]), "objects": objects})
         [0.0, 0.0, 0.5, 0.5]
     """
     box = labels.get("box")
@@ -64,8 +64,8 @@ def main_box(labels: dict):
     objects = labels.get("objects")
     if isinstance(objects, dict) and "boxes" in objects:
         boxes = np.asarray(objects["boxes"], np.float64).reshape(-1, 4)
-        keep = (np.asarray(objects.get("labels", np.zeros(len(boxes)))).reshape(-1) >= 0) & (boxes[:, 2] > boxes[:, 0]) & (
-            boxes[:, 3] > boxes[:, 1])
+        classes = np.asarray(objects.get("labels", np.zeros(len(boxes)))).reshape(-1)
+        keep = (classes >= 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         if keep.any():
             area = np.where(keep, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), -1.0)
             return [float(v) for v in boxes[int(area.argmax())]]
@@ -166,7 +166,8 @@ def untrained_copy(model, seed: int = 0):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> tasks = mk.tasks.from_dataset("shapes", names=["count"])
+        >>> m = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=32)
         >>> c = untrained_copy(m); c.output_names == m.output_names and c is not m
         True
     """
@@ -191,7 +192,7 @@ def _explainable(model, tasks, layer):
             skipped[t.name] = f"no score rule for task type {t.kind!r} (mtl_keras.explain.scores.register_score)"
             continue
         try:
-            layer_lib.resolve_layer(model, t.name, layer.get(t.name, layer_lib.AUTO) if isinstance(layer, dict) else layer)
+            layer_lib.resolve_layer(model, t.name, layer_lib.option_for(layer, t.name))
         except MtlError as e:
             if "does not read layer" not in str(e):
                 raise

@@ -42,6 +42,12 @@ class TaskScore:
     """A batch score function for tf-keras-vis plus, per image, what it scores (for people and JSON).
 
     Calling it on the head's tensor (``[B, ...]``) gives one score per image (``[B]``).
+
+    Example:
+        >>> import numpy as np
+        >>> s = TaskScore(lambda out: out[:, 1], ["b"], "second unit")
+        >>> [float(v) for v in s(np.array([[1.0, 5.0]], "float32"))]
+        [5.0]
     """
 
     fn: Callable
@@ -54,6 +60,13 @@ class TaskScore:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreRule:
+    """How one task type is scored: a ``build`` function and whether it reads the logits.
+
+    Example:
+        >>> SCORES["box"].uses_logits, SCORES["classification"].uses_logits
+        (False, True)
+    """
+
     build: Callable
     uses_logits: bool
 
@@ -147,7 +160,7 @@ def _pick(out, index):
 
 
 @register_score("classification", uses_logits=True)
-def classification_score(task, raw, labels, target):
+def _classification_score(task, raw, labels, target):
     if target == PREDICTED:
         index = raw.argmax(-1)
         why = "predicted"
@@ -164,7 +177,7 @@ def classification_score(task, raw, labels, target):
 
 
 @register_score("multilabel", uses_logits=True)
-def multilabel_score(task, raw, labels, target):
+def _multilabel_score(task, raw, labels, target):
     if target == PREDICTED:
         index = raw.argmax(-1)
     elif target == LABEL:
@@ -182,7 +195,7 @@ BOX_COORDS = ("y1", "x1", "y2", "x2")
 
 
 @register_score("box", uses_logits=False)
-def box_score(task, raw, labels, target):
+def _box_score(task, raw, labels, target):
     if target in (PREDICTED, LABEL, "area"):
         def area(out):
             return (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
@@ -195,7 +208,7 @@ def box_score(task, raw, labels, target):
 
 
 @register_score("regression", uses_logits=False)
-def regression_score(task, raw, labels, target):
+def _regression_score(task, raw, labels, target):
     unit = 0 if target in (PREDICTED, LABEL) else target
     try:
         unit = int(unit)
@@ -207,7 +220,7 @@ def regression_score(task, raw, labels, target):
 
 
 @register_score("detection", uses_logits=True)
-def detection_score(task, raw, labels, target):
+def _detection_score(task, raw, labels, target):
     c = len(task.classes)
     heat = raw[..., :c]
     if target == PREDICTED:
@@ -234,7 +247,7 @@ def detection_score(task, raw, labels, target):
 
 
 @register_score("segmentation", uses_logits=True)
-def segmentation_score(task, raw, labels, target):
+def _segmentation_score(task, raw, labels, target):
     k = raw.shape[-1]
     if target == LABEL:
         source = np.stack([np.asarray(m).reshape(raw.shape[1:3]) for m in labels]).astype(int)
