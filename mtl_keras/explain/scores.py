@@ -55,7 +55,8 @@ class TaskScore:
     what: str
 
     def __call__(self, output):
-        return self.fn(tf.convert_to_tensor(output))
+        # Logits are float16 under mixed precision; scores (and their gradients) are taken in float32.
+        return self.fn(tf.cast(tf.convert_to_tensor(output), tf.float32))
 
 
 @dataclasses.dataclass(frozen=True)
