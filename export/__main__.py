@@ -84,6 +84,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # A bad label or image is only seen inside tf.data, as a TensorFlow error; anything else is a bug.
+        from mtl_keras.data import data_error
+
+        converted = data_error(e, args.data)
+        if converted is None:
+            raise
+        print(f"error: {converted}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

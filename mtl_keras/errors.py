@@ -1,5 +1,13 @@
 """The one exception type users see: a clear, one-line message naming the problem."""
 
+# Brackets around a label check's message inside a TensorFlow error (see mtl_keras.tasks.checks).
+LABEL_MARKER = "mtl_keras bad label: "
+LABEL_END = " :end"
+# First lines of TensorFlow's image decoders when a file is not an image or is cut short.
+_DECODE_ERRORS = ("Unknown image file format", "Invalid PNG data", "Invalid JPEG data", "Invalid GIF data",
+                  "Invalid BMP data", "Corrupt JPEG data", "Premature end of JPEG", "not a valid image",
+                  "Input is empty", "DecodeImage", "DecodePng", "DecodeJpeg")
+
 
 class MtlError(ValueError):
     """A user-facing error: bad input, an unknown name, a file of the wrong kind.
@@ -22,3 +30,35 @@ def unknown(kind: str, name: str, available) -> MtlError:
         "unknown trunk 'vgg'; available: resnet50"
     """
     return MtlError(f"unknown {kind} {name!r}; available: {', '.join(sorted(available))}")
+
+
+def from_tf_error(error: BaseException, find_bad_images=None) -> MtlError | None:
+    """The ``MtlError`` behind a TensorFlow runtime error from the input pipeline, or None.
+
+    A failed label check (``mtl_keras.tasks.checks``) gives its own message; an image the decoder
+    rejects gives the decoder's reason, and the file names when ``find_bad_images()`` can tell them.
+    Anything else returns None, so real bugs keep their traceback.
+
+    Example:
+        >>> class InvalidArgumentError(Exception): pass
+        >>> str(from_tf_error(InvalidArgumentError("assertion failed: [mtl_keras bad label: task 'x': label 7 is not 0..5 :end]")))
+        "task 'x': label 7 is not 0..5"
+    """
+    import re
+
+    text = str(error)
+    found = re.search(re.escape(LABEL_MARKER) + "(.*?)" + re.escape(LABEL_END), text, re.S)
+    if found:
+        # TensorFlow quotes and escapes the assert's string when it prints it.
+        message = found.group(1).replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+        return MtlError(" ".join(message.split()))
+    if type(error).__name__ not in ("InvalidArgumentError", "DataLossError", "UnknownError"):
+        return None
+    starts = [text.find(k) for k in _DECODE_ERRORS[:-3] if k in text]
+    if not starts and not any(k in text for k in _DECODE_ERRORS):
+        return None
+    reason = re.split(r"\n| \[\[| \[Op:", text[min(starts):])[0].strip() if starts else "the decoder failed"
+    bad = find_bad_images() if find_bad_images else []
+    where = f" ({len(bad)} unreadable: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})" if bad else ""
+    return MtlError(f"an image file of the data could not be decoded{where}: {reason[:200]}; "
+                    "replace or remove corrupt, truncated or non-image files")

@@ -173,6 +173,9 @@ def run(args) -> int:
                      tasks=tasks, size=sizes[s], seed=args.seed)
         for s in ("train", "val", "test")
     )
+    # One validation batch before anything is built or written: a label or image problem that runs
+    # through the whole data (a wrong class count, a NaN column) fails here in seconds.
+    next(iter(val))
     with strategy.scope():
         model = mk.build_model(
             tasks, trunk=args.trunk, image_size=args.image_size, weights=weights,

@@ -99,6 +99,27 @@ def load(
     )
 
 
+def data_error(error: BaseException, name=None) -> MtlError | None:
+    """The one-line ``MtlError`` behind a TensorFlow error raised while reading dataset ``name``, or None.
+
+    Bad labels and undecodable images fail inside ``tf.data`` (the only place they are seen without a
+    separate pass over the data); this names the problem, and the files when the source can find them.
+
+    Example:
+        >>> data_error(RuntimeError("a bug"), "shapes") is None
+        True
+    """
+    from mtl_keras.errors import from_tf_error
+
+    def find_bad_images():
+        try:
+            return list(getattr(get_source(name), "unreadable_images", lambda: [])())
+        except Exception:  # the diagnosis must not hide the original error
+            return []
+
+    return from_tf_error(error, find_bad_images if name else None)
+
+
 def _tfds_source(name, **options):
     from mtl_keras.data.tfds import TfdsSource
 

@@ -199,6 +199,21 @@ class CocoJsonSource:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise MtlError(f"{len(missing)} image file(s) named in the COCO JSON are missing under {self.root}: {shown}")
 
+    def unreadable_images(self) -> list[str]:
+        """File names (relative to the data dir) that TensorFlow's decoder rejects; slow, for diagnosis.
+
+        Example:
+            >>> CocoJsonSource("tests/data/coco").unreadable_images()  # doctest: +SKIP
+            []
+        """
+        bad = []
+        for name in sorted({im["file_name"] for ims in self._images.values() for im in ims}):
+            try:
+                tf.io.decode_image(tf.io.read_file(self.resolve(name)), channels=3, expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.UnknownError):
+                bad.append(name)
+        return bad
+
     def class_names(self) -> dict:
         return {name: getattr(t, "classes", None) for name, t in self.tasks().items()}
 

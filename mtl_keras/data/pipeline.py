@@ -116,6 +116,15 @@ def make_pipeline(
     """
     if batch_size < 1:
         raise MtlError(f"batch size must be at least 1, got {batch_size}")
+    # Here, not only in encode_targets: an error raised while tf.data traces a map arrives wrapped in
+    # autograph's StagingError with a traceback instead of the one-line message.
+    spec = examples.element_spec
+    labels = spec.get("labels", {}) if isinstance(spec, dict) else {}
+    missing = [t.name for t in tasks if t.name not in labels]
+    if missing:
+        raise MtlError(
+            f"the data has no label for task {missing[0]!r}; labels available: {', '.join(sorted(labels))}"
+        )
     ds = examples
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -8,6 +8,7 @@ from keras.utils import bounding_boxes
 
 from mtl_keras.layers import CenterSizeToCorners
 from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.checks import assert_label
 
 
 def box_iou(y_true, y_pred):
@@ -119,6 +120,10 @@ class BoxTask(Task):
 
     def encode(self, label, image_size):
         box = tf.cast(tf.reshape(label, [4]), tf.float32)
+        check = assert_label(tf.reduce_all(tf.math.is_finite(box)), self.name, box,
+                             "a finite rel_yxyx box (or -1s when missing)")
+        with tf.control_dependencies([check]):
+            box = tf.identity(box)
         known = tf.reduce_all(box >= 0) & (box[2] > box[0]) & (box[3] > box[1])
         # A missing box still needs a valid one for the CIoU maths; its weight is 0.
         return tf.where(known, box, tf.constant([0.0, 0.0, 1.0, 1.0])), tf.cast(known, tf.float32)

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mtl_keras.errors import MtlError
 from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.checks import assert_label
 
 
 @register_task_type
@@ -45,7 +46,11 @@ class ClassificationTask(Task):
 
     def encode(self, label, image_size):
         label = tf.cast(tf.reshape(label, []), tf.int32)
-        known = label >= 0
+        k = len(self.classes)
+        check = assert_label((label >= -1) & (label < k), self.name, label,
+                             f"a class index in 0..{k - 1} (or -1 for a missing label)")
+        with tf.control_dependencies([check]):
+            known = label >= 0
         return tf.where(known, label, 0), tf.cast(known, tf.float32)
 
     def target_signature(self, image_size):

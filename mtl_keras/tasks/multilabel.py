@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mtl_keras.errors import MtlError
 from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.checks import assert_label
 
 
 @register_task_type
@@ -47,7 +48,11 @@ class MultilabelTask(Task):
 
     def encode(self, label, image_size):
         label = tf.cast(tf.reshape(label, [len(self.classes)]), tf.float32)
-        known = tf.reduce_all(label >= 0)
+        # Not ``label >= 0`` alone: NaN compares false everywhere and would pass as "missing".
+        allowed = tf.reduce_all((label >= 0) & (label <= 1)) | tf.reduce_all(label < 0)
+        check = assert_label(allowed, self.name, label, f"{len(self.classes)} values in [0, 1] (or all -1 when missing)")
+        with tf.control_dependencies([check]):
+            known = tf.reduce_all(label >= 0)
         return tf.where(known, label, tf.zeros_like(label)), tf.cast(known, tf.float32)
 
     def target_signature(self, image_size):

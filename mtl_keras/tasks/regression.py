@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.checks import assert_label
 
 
 @register_task_type
@@ -41,7 +42,11 @@ class RegressionTask(Task):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
     def encode(self, label, image_size):
-        return tf.cast(tf.reshape(label, [self.units]), tf.float32), tf.constant(1.0)
+        value = tf.cast(tf.reshape(label, [self.units]), tf.float32)
+        # NaN/inf would make every weight NaN after one step; name the label instead.
+        check = assert_label(tf.reduce_all(tf.math.is_finite(value)), self.name, value, "a finite number")
+        with tf.control_dependencies([check]):
+            return tf.identity(value), tf.constant(1.0)
 
     def target_signature(self, image_size):
         return tf.TensorSpec([self.units], tf.float32)
