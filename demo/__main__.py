@@ -95,7 +95,11 @@ def run(args) -> int:
     if unknown:
         print(f"error: the card has tasks of kinds this demo cannot decode: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        print(f"error: --out {args.out} is not a folder that can be created ({e.strerror or e})", file=sys.stderr)
+        return 2
 
     work = [(p, None, None) for p in find_images(args.inputs)] + _samples(card, args.samples, model.image_size)
     records, failures, times = [], [], []

@@ -21,6 +21,7 @@ from demo.runner import LiteModel, ModelError
 from export import calibration, card as card_lib, convert, report as report_lib
 from export.evaluator import collect, evaluate_outputs
 from mtl_keras.errors import MtlError
+from mtl_keras.io import ensure_dir
 
 DEFAULT_MODES = ("fp32", "fp16", "dynamic", "int8")
 
@@ -103,7 +104,7 @@ def export_model(
         raise MtlError(f"{out} already holds {', '.join(os.path.basename(p) for p in existing)}; pass --force to overwrite")
     if os.path.exists(out) and not os.path.isdir(out):
         raise MtlError(f"--out {out} exists and is not a directory")
-    os.makedirs(out, exist_ok=True)
+    ensure_dir(out)  # a clear MtlError when a parent is a file or the folder cannot be made
 
     image_size = int(model.inputs[0].shape[1])
     log(f"evaluating the Keras model on the {split} split of {data} ...")

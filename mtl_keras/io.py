@@ -49,6 +49,7 @@ def write_json(path, obj) -> None:
         >>> write_json(p, {"a": np.float32(1.5)}); open(p).read()
         '{\\n  "a": 1.5\\n}\\n'
     """
+    ensure_dir(os.path.dirname(os.path.abspath(os.fspath(path))))  # a clear error when a parent is a file
     files.write_json(path, _python(obj))
 
 
@@ -60,6 +61,7 @@ def write_text(path, text: str) -> None:
         >>> p = os.path.join(tempfile.mkdtemp(), "r.md"); write_text(p, "# ok"); open(p).read()
         '# ok'
     """
+    ensure_dir(os.path.dirname(os.path.abspath(os.fspath(path))))
     files.write_text(path, text)
 
 
