@@ -70,29 +70,12 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m export``: parse, run, and turn user errors into one line and exit status 2."""
-    from mtl_keras.errors import MtlError
+    from mtl_keras.cli import run_reporting_errors
 
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MtlError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        # A bad label or image is only seen inside tf.data, as a TensorFlow error; anything else is a bug.
-        from mtl_keras.data import data_error
-
-        converted = data_error(e, args.data)
-        if converted is None:
-            raise
-        print(f"error: {converted}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -35,18 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    """Entry point of the ``mtl-keras`` command; returns the exit status.
+def run_reporting_errors(run, args) -> int:
+    """Run a command; a user mistake becomes one ``error: ...`` line on stderr and exit status 2.
 
-    Example:
-        >>> main(["evaluate", "does-not-exist.keras"])
+    Shared by ``mtl-keras`` and ``python -m export``. Example:
+        >>> from mtl_keras.errors import MtlError
+        >>> def bad(args): raise MtlError("no such thing")
+        >>> run_reporting_errors(bad, None)
         2
     """
     from mtl_keras.errors import MtlError
 
-    args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except MtlError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -62,6 +63,17 @@ def main(argv=None) -> int:
             raise
         print(f"error: {converted}", file=sys.stderr)
         return 2
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``mtl-keras`` command; returns the exit status.
+
+    Example:
+        >>> main(["evaluate", "does-not-exist.keras"])
+        2
+    """
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(args._run, args)
 
 
 if __name__ == "__main__":
