@@ -30,6 +30,8 @@ def atomic_path(path, suffix: str = ""):
     ensure_dir(folder)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix or ".tmp", dir=folder)
     os.close(fd)
+    # mkstemp makes the file owner-only; artifacts should get the usual permissions.
+    os.chmod(tmp, files.default_file_mode())
     try:
         yield tmp
         os.replace(tmp, path)
