@@ -73,3 +73,10 @@ def test_bad_arguments_fail_with_one_line(tmp_path, capsys, extra, message):
 def test_resume_needs_an_interrupted_run(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_failed_forced_run_keeps_the_previous_run(run_dir, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+    assert main(["train", *TINY, "--tasks", "colour", "--out", str(run_dir), "--force"]) == 2
+    assert "has no label for task 'colour'" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()} == before

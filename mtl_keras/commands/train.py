@@ -82,7 +82,7 @@ def validate(args) -> None:
 
 
 def prepare_run_dir(args) -> None:
-    """Refuse to clobber a finished run; ``--force`` starts over, ``--resume`` keeps the backup."""
+    """Refuse to clobber a finished run (``--force`` allows it), check ``--resume`` has a backup."""
     from mtl_keras.io import ensure_dir
 
     out = args.out
@@ -98,14 +98,20 @@ def prepare_run_dir(args) -> None:
         raise MtlError(f"{out} holds an interrupted run; pass --resume to continue it or --force to start over")
     if finished and not args.force:
         raise MtlError(f"{out} already holds a finished run; pass --force to overwrite it or choose another --out")
-    if args.force and os.path.isdir(out):
-        for name in (*RUN_FILES, "backup", "logs"):
-            target = os.path.join(out, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
     ensure_dir(out)
+
+
+def clear_previous_run(args) -> None:
+    """With ``--force``, remove the earlier run's files; called only once the new run has passed
+    every check and is about to write, so a typo in the new command never costs the old run."""
+    if not args.force:
+        return
+    for name in (*RUN_FILES, "backup", "logs"):
+        target = os.path.join(args.out, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
 
 
 def load_resume_config(args):
@@ -196,6 +202,7 @@ def run(args) -> int:
         "replicas": replicas,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mtl_keras": mk.__version__},
     }
+    clear_previous_run(args)
     io.write_json(os.path.join(args.out, "config.json"), config)
     backup = os.path.join(args.out, "backup")
     callbacks = [
