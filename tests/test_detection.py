@@ -83,6 +83,21 @@ def test_padding_invalid_boxes_and_empty_images(task):
     assert float(tf.reduce_max(empty)) == 0.0 and float(weight) == 1.0  # a valid all-background image
 
 
+@pytest.mark.parametrize("labels, boxes, words", [
+    ([len(CLASSES), -1], [[0.1, 0.1, 0.4, 0.5], [-1, -1, -1, -1]], [f"0..{len(CLASSES) - 1}", "-1 for padding"]),
+    ([-3, 0], [[0.1, 0.1, 0.4, 0.5], [0.2, 0.2, 0.3, 0.3]], [f"0..{len(CLASSES) - 1}"]),
+    ([0, 1], [[0.1, 0.1, 0.4, np.nan], [0.2, 0.2, 0.3, 0.3]], ["finite rel_yxyx"]),
+])
+def test_bad_object_labels_stop_with_the_task_named_instead_of_being_dropped(task, labels, boxes, words):
+    # Dropping an object whose class is past the last one would teach "background" where it stands.
+    label = {"boxes": np.array(boxes, np.float32), "labels": np.array(labels, np.int32)}
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        task.encode(label, SIZE)
+    assert "task 'objects'" in str(err.value)
+    for w in words:
+        assert w in str(err.value)
+
+
 def test_perfect_prediction_scores_map_one_and_a_shifted_one_less(task, encoded):
     targets, _ = encoded
     c = len(CLASSES)

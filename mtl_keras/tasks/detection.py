@@ -25,6 +25,7 @@ from demo.decoding import OUTPUT_STRIDE, decode_detections, detections_to_json
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.layers import fpn_features
 from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.checks import assert_label
 
 HEATMAP_LOSSES = ("focal", "penalty_reduced")
 # Gaussian spread relative to the object size (TTFNet's alpha): sigma = alpha * size / 6, per axis,
@@ -222,7 +223,18 @@ class DetectionTask(Task):
         c, g = len(self.classes), self.grid_size(image_size)
         boxes = tf.reshape(tf.cast(label["boxes"], tf.float32), [-1, 4])
         labels = tf.reshape(tf.cast(label["labels"], tf.int32), [-1])
-        valid = (labels >= 0) & (labels < c) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        # -1 pads the dict to a fixed length; a class past the last one is a labelling mistake, and
+        # dropping it would train the model that the object is background.
+        in_range = tf.reduce_all((labels >= -1) & (labels < c))
+        finite = tf.reduce_all(tf.math.is_finite(boxes))
+        checks = [
+            assert_label(in_range, self.name, labels, f"a class index in 0..{c - 1} (or -1 for padding)"),
+            assert_label(finite, self.name, boxes, "finite rel_yxyx boxes (or -1s for padding)"),
+        ]
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
+        # Zero-area boxes (they occur in COCO) carry no centre or size to learn from: skipped.
+        valid = (labels >= 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes = tf.clip_by_value(tf.boolean_mask(boxes, valid), 0.0, 1.0)
         labels = tf.boolean_mask(labels, valid)
         size = boxes[:, 2:] - boxes[:, :2]
