@@ -189,13 +189,31 @@ class MultiTaskModel(keras.Model):
             if not any(isinstance(c, BalancerLogger) for c in callbacks):
                 # First, so History, CSVLogger and TensorBoard all see the weight_<task> entries.
                 callbacks.insert(0, BalancerLogger())
+        x = self._select_targets(x)
+        self._build_state(x)
         return super().fit(
-            self._select_targets(x), *args, validation_data=self._select_targets(validation_data),
-            callbacks=callbacks, **kwargs,
+            x, *args, validation_data=self._select_targets(validation_data), callbacks=callbacks, **kwargs,
         )
 
     def evaluate(self, x=None, *args, **kwargs):
-        return super().evaluate(self._select_targets(x), *args, **kwargs)
+        x = self._select_targets(x)
+        self._build_state(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _build_state(self, data):
+        """Create optimizer slots and metric/loss state from the dataset's spec, before the first step.
+
+        Without a distribution strategy Keras defers this to the first trace of the train function;
+        variables created inside a ``tf.function`` make it trace a second time, which on ResNet50
+        costs ~10 s of a 2-core CPU per ``fit`` (bench/README.md, Profile). Keras' own symbolic
+        build (what it runs under a strategy) does it on KerasTensors: no data is read.
+        """
+        if not isinstance(data, tf.data.Dataset) or getattr(self, "_distribute_strategy", None) is not None:
+            return
+        build = getattr(self, "_symbolic_build", None)
+        if build is None:  # a Keras without it: the deferred build still works, only slower
+            return
+        build(data_batch=data.element_spec)
 
     # ----- serialization ----------------------------------------------------------------------
     def get_config(self):

@@ -126,3 +126,30 @@ def test_throughput_reaches_history_and_csv_and_prints(tmp_path):
 def test_throughput_rejects_a_bad_batch_size():
     with pytest.raises(MtlError, match="batch size"):
         perf.ThroughputLogger(batch_size=0)
+
+
+@pytest.mark.parametrize("balancer", ["static", "uncertainty", "pcgrad"])
+def test_train_and_test_functions_are_traced_once(balancer):
+    # A second trace (variables created inside the first one) costs ~10 s on ResNet50 per fit;
+    # Python code in train_step runs once per trace, so counting its calls counts traces.
+    import mtl_keras as mk
+
+    tasks = mk.tasks.from_dataset("shapes", names=["shape", "present", "box", "count"])
+    model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=32)
+    model.compile(optimizer="adam", balancer=balancer)
+    ds = mk.data.load("shapes", split="train", image_size=32, batch_size=8, tasks=tasks, size=16)
+    traces = {"train": 0, "test": 0}
+
+    def counting(kind, step):
+        def wrapped(data):
+            traces[kind] += 1
+            return step(data)
+        return wrapped
+
+    model.train_step = counting("train", model.train_step)
+    model.test_step = counting("test", model.test_step)
+    history = model.fit(ds, validation_data=ds, epochs=2, verbose=0)
+    assert traces == {"train": 1, "test": 1}
+    assert np.isfinite(history.history["loss"]).all()
+    model.evaluate(ds, verbose=0)
+    assert traces["test"] == 1
