@@ -81,7 +81,8 @@ def new_card(tasks, image_size: int, source: dict) -> dict:
     }
 
 
-def file_entry(data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None) -> dict:
+def file_entry(data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None,
+               float_layers=()) -> dict:
     """The per-file part of a card: mode, size, checksum, input/output tensors and their quantization.
 
     Example:
@@ -105,6 +106,7 @@ def file_entry(data: bytes, mode: str, lite_model, float_heads=(), calibration=N
         },
         "outputs": outputs,
         "float_heads": list(float_heads),
+        "float_layers": list(float_layers),
         "calibration": calibration,
         "validation": validation,
     }

@@ -81,13 +81,14 @@ def _converter(saved: SavedModel) -> tf.lite.TFLiteConverter:
     return converter
 
 
-def convert(saved: SavedModel, mode: str, representative=None, float_heads=()) -> bytes:
+def convert(saved: SavedModel, mode: str, representative=None, float_heads=(), float_layers=()) -> bytes:
     """Convert ``saved`` to TFLite bytes.
 
     ``mode``: ``fp32``; ``fp16`` (float16 weights); ``dynamic`` (int8 weights, float activations);
     ``int8`` (full-integer PTQ calibrated on ``representative``, a callable yielding
     ``{"image": float32 [1,S,S,3]}``, with a uint8 ``image`` input so camera pixels go straight in);
-    ``int8_mixed`` (as int8, but the heads named in ``float_heads`` stay float32); ``int16x8`` (int8
+    ``int8_mixed`` (as int8, but the heads named in ``float_heads`` and the layers matching
+    ``float_layers``, names or ``fnmatch`` patterns such as ``conv5_*``, stay float32); ``int16x8`` (int8
     weights, int16 activations everywhere, float32 input: far finer activation steps where int8 loses
     too much, at a speed cost, since XNNPACK does not run it).
 
@@ -122,7 +123,7 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=()) -
             # INT8 only: the converter fails loudly rather than leave an op in float.
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         else:
-            return _convert_mixed(saved, converter, float_heads)
+            return _convert_mixed(saved, converter, float_heads, float_layers)
     try:
         with warnings.catch_warnings():
             # The calibrator inside the converter still builds a tf.lite.Interpreter, which warns.
@@ -132,8 +133,8 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=()) -
         raise MtlError(f"TFLite conversion ({mode}) failed: {_first_line(e)}") from None
 
 
-def _convert_mixed(saved: SavedModel, converter, float_heads) -> bytes:
-    """int8 everywhere except the ``float_heads`` layers, which stay float32.
+def _convert_mixed(saved: SavedModel, converter, float_heads, float_layers=()) -> bytes:
+    """int8 everywhere except the ``float_heads``' layers and the ``float_layers``, which stay float32.
 
     These are the two steps ``TFLiteConverter.convert()`` runs for int8 (calibrate, then the MLIR
     quantizer), split so the quantizer can be told which nodes to leave in float; it is the same
@@ -141,21 +142,22 @@ def _convert_mixed(saved: SavedModel, converter, float_heads) -> bytes:
     """
     from tensorflow.lite.python import convert as tflite_convert
 
-    if not float_heads:
-        raise MtlError("mode int8_mixed needs --float-heads (the tasks whose heads stay float)")
+    if not float_heads and not float_layers:
+        raise MtlError("mode int8_mixed needs --float-heads (the tasks whose heads stay float) or --float-layers")
     unknown = [h for h in float_heads if h not in saved.task_names]
     if unknown:
         raise MtlError(f"--float-heads names {', '.join(unknown)}, not tasks of this model ({', '.join(saved.task_names)})")
+    layers = head_layers(saved.model, float_heads) if float_heads else set()
+    layers |= match_layers(saved.model, float_layers)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     converter._experimental_calibrate_only = True
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             calibrated = converter.convert()
-        layers = head_layers(saved.model, float_heads)
         nodes = _nodes_of_layers(calibrated, layers)
         if not nodes:
-            raise MtlError(f"found no graph nodes of the heads {', '.join(float_heads)} to keep in float")
+            raise MtlError(f"found no graph nodes of {', '.join([*float_heads, *float_layers])} to keep in float")
         return tflite_convert.mlir_quantize(
             calibrated, input_data_type=tf.uint8, output_data_type=tf.float32, denylisted_nodes=nodes
         )
@@ -163,6 +165,30 @@ def _convert_mixed(saved: SavedModel, converter, float_heads) -> bytes:
         raise
     except Exception as e:
         raise MtlError(f"TFLite conversion (int8_mixed) failed: {_first_line(e)}") from None
+
+
+def match_layers(model: keras.Model, patterns) -> set[str]:
+    """Names of the model's layers that match any of ``patterns`` (names or ``fnmatch`` globs).
+
+    A pattern that matches nothing is an error: a typo would otherwise quantize what was meant to stay float.
+
+    Example:
+        >>> import mtl_keras as mk
+        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), trunk="resnet50", image_size=32)
+        >>> sorted(match_layers(m, ["conv5_block3_3_*"]))
+        ['conv5_block3_3_bn', 'conv5_block3_3_conv']
+    """
+    import fnmatch
+
+    names = [layer.name for layer in model.layers]
+    chosen = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            raise MtlError(f"--float-layers {pattern!r} matches no layer of the model (e.g. {', '.join(names[-3:])}; "
+                           "patterns like conv5_* work)")
+        chosen.update(hits)
+    return chosen
 
 
 def head_layers(model: keras.Model, tasks) -> set[str]:

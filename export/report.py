@@ -152,8 +152,12 @@ def markdown(report: dict) -> str:
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     failures = [f for f in report["formats"] if f.get("reason")]
-    if failures or report.get("notes"):
+    mixed = [f for f in report["formats"] if f.get("float_heads") or f.get("float_layers")]
+    if failures or mixed or report.get("notes"):
         lines.append("")
+    for f in mixed:
+        kept = [f"the {h} head" for h in f.get("float_heads", [])] + [f"`{p}`" for p in f.get("float_layers", [])]
+        lines.append(f"- **{f['mode']}** keeps in float32: {', '.join(kept)}; everything else is int8.")
     for f in failures:
         lines.append(f"- **{f['mode']}**: {f['reason']}")
     for note in report.get("notes", []):

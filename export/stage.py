@@ -38,8 +38,8 @@ def output_files(out: str, modes) -> list[str]:
     ]
 
 
-def parse_modes(text, float_heads) -> list[str]:
-    """The ordered list of modes from ``--modes`` (``int8_mixed`` is added when heads are kept float).
+def parse_modes(text, float_heads, float_layers=()) -> list[str]:
+    """The ordered list of modes from ``--modes`` (``int8_mixed`` is added when heads or layers are kept float).
 
     Example:
         >>> parse_modes("fp32,int8", ["box"])
@@ -53,10 +53,10 @@ def parse_modes(text, float_heads) -> list[str]:
             raise MtlError(f"unknown export mode {m!r}; available: {', '.join(convert.MODES)}")
     if len(set(modes)) != len(modes):
         raise MtlError(f"--modes lists a mode twice: {','.join(modes)}")
-    if float_heads and "int8_mixed" not in modes:
+    if (float_heads or float_layers) and "int8_mixed" not in modes:
         modes.append("int8_mixed")
-    if "int8_mixed" in modes and not float_heads:
-        raise MtlError("mode int8_mixed needs --float-heads TASK[,TASK] (or 'auto')")
+    if "int8_mixed" in modes and not (float_heads or float_layers):
+        raise MtlError("mode int8_mixed needs --float-heads TASK[,TASK] (or 'auto') or --float-layers PATTERN[,PATTERN]")
     return modes
 
 
@@ -66,6 +66,7 @@ def export_model(
     data: str | None = None,
     out: str | None = None,
     float_heads=(),
+    float_layers=(),
     calibration_size: int = calibration.DEFAULT_COUNT,
     eval_size: int | None = None,
     split: str = "test",
@@ -79,14 +80,16 @@ def export_model(
     """Export ``model_path`` in each of ``modes`` and return the report (also written as JSON/Markdown).
 
     ``float_heads``: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks that
-    lose more than the tolerance in int8. ``floors``: ``--min-metric`` strings. ``eval_size``: number
+    lose more than the tolerance in int8. ``float_layers``: Keras layer names or globs (``conv5_*``) that
+    also stay float32 in ``int8_mixed``. ``floors``: ``--min-metric`` strings. ``eval_size``: number
     of test images (default: the whole split).
     """
     import mtl_keras as mk
     from mtl_keras.commands.evaluate import run_config
 
     float_heads = [h for h in float_heads if h]
-    modes = parse_modes(modes, float_heads)
+    float_layers = [p for p in float_layers if p]
+    modes = parse_modes(modes, float_heads, float_layers)
     model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
     config = run_config(model_path)
     data = data or config.get("data")
@@ -96,6 +99,7 @@ def export_model(
     auto = float_heads == ["auto"]
     if not auto:
         convert_heads_check(model, float_heads)
+    convert.match_layers(model, float_layers)  # a pattern that matches nothing fails before any work
     if auto and "int8" not in modes:
         raise MtlError("--float-heads auto picks heads from the int8 results; add int8 to --modes")
     out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "export")
@@ -143,14 +147,17 @@ def export_model(
             if mode == "int8_mixed" and auto:
                 int8 = next((f for f in report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
                 heads = report_lib.drop_hints(model.tasks, keras_metrics, int8["metrics"]) if int8 else []
-                if not heads:
+                if not heads and not float_layers:
                     report["notes"].append("int8_mixed skipped: no head lost more than the tolerance in int8")
                     continue
-            log(f"converting {mode}{' (float heads: ' + ', '.join(heads) + ')' if heads else ''} ...")
-            entry = {"mode": mode, "file": f"model_{mode}.tflite", "status": "failed", "float_heads": heads}
+            layers = float_layers if mode == "int8_mixed" else []
+            kept = [*(f"head {h}" for h in heads), *layers]
+            log(f"converting {mode}{' (float: ' + ', '.join(kept) + ')' if kept else ''} ...")
+            entry = {"mode": mode, "file": f"model_{mode}.tflite", "status": "failed", "float_heads": heads,
+                     "float_layers": layers}
             report["formats"].append(entry)
             try:
-                lite, data_bytes = _convert_and_validate(saved, mode, heads, calib_images, out, threads)
+                lite, data_bytes = _convert_and_validate(saved, mode, heads, layers, calib_images, out, threads)
             except (MtlError, ModelError) as e:
                 entry["reason"] = str(e)
                 log(f"  {mode} failed: {e}")
@@ -173,6 +180,7 @@ def export_model(
             card["files"][entry["file"]] = card_lib.file_entry(
                 data_bytes, mode, lite, heads, calib if mode.startswith("int") else None,
                 {"data": data, "split": split, "images": int(len(images)), "metrics": metrics, "parity_max_abs": entry["parity_max_abs"]},
+                float_layers=layers,
             )
             files.write_json(os.path.join(out, card_lib.CARD_NAME), card)
 
@@ -214,10 +222,10 @@ def convert_heads_check(model, float_heads) -> None:
         raise MtlError(f"--float-heads names {', '.join(unknown)}, not tasks of this model ({', '.join(model.output_names)})")
 
 
-def _convert_and_validate(saved, mode, heads, calib_images, out, threads):
+def _convert_and_validate(saved, mode, heads, layers, calib_images, out, threads):
     """Convert, write under a temporary name, load with LiteRT, check the names; then rename."""
     representative = calibration.representative_dataset(calib_images) if calib_images is not None else None
-    data_bytes = convert.convert(saved, mode, representative=representative, float_heads=heads)
+    data_bytes = convert.convert(saved, mode, representative=representative, float_heads=heads, float_layers=layers)
     convert.builtin_ops(data_bytes)
     final = os.path.join(out, f"model_{mode}.tflite")
     tmp = os.path.join(out, f".model_{mode}.tflite.tmp")

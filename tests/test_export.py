@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from export_fixture import IMAGE_SIZE, TASKS, exported_run
+from mtl_keras.errors import MtlError
 
 MODES = ["fp32", "fp16", "dynamic", "int8", "int16x8", "int8_mixed"]
 
@@ -100,6 +101,26 @@ def test_float_heads_stay_float_in_int8_mixed(exported):
     assert np.float32 in head_dtypes("int8_mixed")
     mixed = next(f for f in exported["report"]["formats"] if f["mode"] == "int8_mixed")
     assert mixed["float_heads"] == ["box"]
+
+
+def test_float_layers_stay_float_and_the_rest_int8(keras_model):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export import calibration, convert
+
+    images = np.random.default_rng(1).integers(0, 256, (8, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    with convert.SavedModel(keras_model) as saved:
+        data = convert.convert(saved, "int8_mixed", calibration.representative_dataset(images),
+                               float_layers=["expanded_conv_10_*"])
+        with pytest.raises(MtlError, match="'conv9_\\*' matches no layer"):
+            convert.convert(saved, "int8_mixed", calibration.representative_dataset(images), float_layers=["conv9_*"])
+    dtypes = {}
+    for t in Interpreter(model_content=data).get_tensor_details():
+        for key in ("expanded_conv_10_project", "expanded_conv_9_project"):
+            if f"/{key}_" in t["name"].split(";")[0] and len(t["shape"]) == 4:
+                dtypes.setdefault(key, set()).add(np.dtype(t["dtype"]).name)
+    assert dtypes["expanded_conv_10_project"] == {"float32"}
+    assert dtypes["expanded_conv_9_project"] == {"int8"}
 
 
 def test_report_metrics_come_from_the_tflite_and_match_evaluate(exported, keras_model):
