@@ -18,12 +18,15 @@ import numpy as np
 
 from demo import files
 from demo.runner import LiteModel, ModelError
-from export import calibration, card as card_lib, convert, report as report_lib
+from export import calibration, card as card_lib, convert, layer_errors, report as report_lib
 from export.evaluator import collect, evaluate_outputs
 from mtl_keras.errors import MtlError
 from mtl_keras.io import ensure_dir
 
 DEFAULT_MODES = ("fp32", "fp16", "dynamic", "int8")
+# Full-integer modes whose drift from fp32 is traced layer by layer (export/layer_errors.py).
+LAYER_ERROR_MODES = ("int8", "int8_mixed")
+LAYER_ERROR_IMAGES = 16
 
 
 def output_files(out: str, modes) -> list[str]:
@@ -34,8 +37,8 @@ def output_files(out: str, modes) -> list[str]:
         ['e/model_fp32.tflite', 'e/model_card.json', 'e/report.json', 'e/report.md']
     """
     return [os.path.join(out, f"model_{m}.tflite") for m in modes] + [
-        os.path.join(out, n) for n in (card_lib.CARD_NAME, "report.json", "report.md")
-    ]
+        os.path.join(out, f"layer_errors_{m}.csv") for m in modes if m in LAYER_ERROR_MODES and "fp32" in modes
+    ] + [os.path.join(out, n) for n in (card_lib.CARD_NAME, "report.json", "report.md")]
 
 
 def parse_modes(text, float_heads, float_layers=()) -> list[str]:
@@ -185,6 +188,7 @@ def export_model(
             files.write_json(os.path.join(out, card_lib.CARD_NAME), card)
 
     _time_all(lite_models, images[0], report, timing_runs, log)
+    _trace_layer_errors(lite_models, images[:LAYER_ERROR_IMAGES], report, out, log)
     report["notes"] += quantization_notes(model.tasks, keras_metrics, report["formats"])
     files.write_json(os.path.join(out, "report.json"), report)
     files.write_text(os.path.join(out, "report.md"), report_lib.markdown(report))
@@ -267,6 +271,22 @@ def _time_all(lite_models: dict, image, report: dict, runs: int, log) -> None:
             f["delegate"] = lite_models[f["mode"]].delegate()
         if fp32_size and "size_mb" in f:
             f["size_ratio"] = round(f["size_mb"] / fp32_size, 3)
+
+
+def _trace_layer_errors(lite_models: dict, images, report: dict, out: str, log) -> None:
+    """For each full-integer file, where its outputs drift from fp32: a CSV per file and one line per format."""
+    if "fp32" not in lite_models:
+        return
+    for f in report["formats"]:
+        if f["mode"] not in LAYER_ERROR_MODES or f["mode"] not in lite_models:
+            continue
+        log(f"tracing {f['mode']} errors layer by layer on {len(images)} images ...")
+        rows = layer_errors.compare(lite_models["fp32"].path, lite_models[f["mode"]].path, images)
+        name = f"layer_errors_{f['mode']}.csv"
+        files.write_text(os.path.join(out, name), layer_errors.to_csv(rows))
+        f["layer_errors"] = {"file": name, "images": int(len(images)),
+                             "largest_per_stage": {k: round(v, 4) for k, v in layer_errors.stage_errors(rows)}}
+        report["notes"].append(f"{f['mode']}: {layer_errors.summary(rows)} (layer by layer: {name})")
 
 
 def exit_status(report: dict) -> int:

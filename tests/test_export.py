@@ -1,5 +1,6 @@
 """The export stage: names, parity, quantization, the report's numbers, floors and atomic writes."""
 
+import csv
 import json
 import os
 
@@ -121,6 +122,29 @@ def test_float_layers_stay_float_and_the_rest_int8(keras_model):
                 dtypes.setdefault(key, set()).add(np.dtype(t["dtype"]).name)
     assert dtypes["expanded_conv_10_project"] == {"float32"}
     assert dtypes["expanded_conv_9_project"] == {"int8"}
+
+
+def test_layer_errors_trace_the_int8_drift_and_catch_a_mismatch(exported, noise):
+    import mtl_keras as mk
+    from export import calibration, convert, layer_errors
+
+    int8 = next(f for f in exported["report"]["formats"] if f["mode"] == "int8")
+    path = os.path.join(exported["export"], int8["layer_errors"]["file"])
+    with open(path) as f:
+        saved = list(csv.DictReader(f))
+    assert [int(r["order"]) for r in saved] == sorted(int(r["order"]) for r in saved)  # execution order
+    assert {"expanded", "conv", "shape"} <= set(int8["layer_errors"]["largest_per_stage"])
+    fp32 = os.path.join(exported["export"], "model_fp32.tflite")
+    same = layer_errors.compare(fp32, os.path.join(exported["export"], "model_int8.tflite"), noise)
+    first_conv = next(r for r in same if r["layer"].startswith("conv") and r["layer"] != "conv_1")
+    assert first_conv["relative_error"] < 0.1
+    # The int8 file of a differently initialised model: the comparison must see it at the first conv already.
+    other = mk.build_model(mk.tasks.from_dataset("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
+    with convert.SavedModel(other) as sm:
+        wrong = convert.convert(sm, "int8", calibration.representative_dataset(noise))
+    rows = [r for r in layer_errors.compare(fp32, wrong, noise) if np.isfinite(r["relative_error"])]
+    assert len(rows) > 10 and np.median([r["relative_error"] for r in rows]) > 0.5
+    assert np.median([r["relative_error"] for r in same if np.isfinite(r["relative_error"])]) < 0.3
 
 
 def test_report_metrics_come_from_the_tflite_and_match_evaluate(exported, keras_model):
