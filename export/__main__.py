@@ -3,6 +3,7 @@
 Example:
     python -m export runs/x/model.keras --modes fp32,fp16,dynamic,int8 --out runs/x/export
     python -m export runs/x/model.keras --float-heads box --min-metric shape=0.95   # CI gate
+    python -m export runs/pets/model.keras --data-dir /data/tfds   # the run's tfds data, moved
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default="fp32,fp16,dynamic,int8",
                    help="comma-separated: fp32, fp16, dynamic, int8, int8_mixed, int16x8 (default: %(default)s)")
     p.add_argument("--data", default=None, help="dataset for calibration and validation (default: the run's, from config.json)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where prepared tfds data lives (default: the run's, from config.json)")
     p.add_argument("--out", default=None, help="output folder (default: export/ beside the model)")
     p.add_argument("--float-heads", default="",
                    help="TASK[,TASK] whose heads stay float32 in an added int8_mixed mode; 'auto' = those int8 hurts")
@@ -50,12 +53,21 @@ def run(args) -> int:
         raise MtlError(f"--eval-size must be a positive integer, got {args.eval_size}")
     if args.timing_runs < 0:
         raise MtlError(f"--timing-runs must be >= 0, got {args.timing_runs}")
+    # export_model applies the run's saved data_options itself; they are passed only to override them.
+    overrides = {}
+    if args.data_dir is not None:
+        from mtl_keras.commands.evaluate import data_options, run_config
+
+        config = run_config(args.model)
+        data = args.data or config.get("data")
+        if data:  # without one, export_model says that no dataset is known
+            overrides["data_options"] = data_options(data, args.data_dir, config)
     report = export_model(
         args.model, modes=args.modes, data=args.data, out=args.out,
         float_heads=[h.strip() for h in args.float_heads.split(",") if h.strip()],
         calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
         floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
-        safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr),
+        safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), **overrides,
     )
     print(format_table(report))
     for f in report["formats"]:

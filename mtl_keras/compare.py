@@ -121,12 +121,14 @@ def compare(
     seed: int = 0,
     jit_compile: bool = False,
     log=print,
+    data_options: dict | None = None,
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer; return metrics and Δm.
 
     Every run gets the same trunk, seed, data and budget (``epochs`` × ``train_size`` examples).
     ``loss_scale`` multiplies a task's loss in every run (``{"box": 100}``: box loss in other
     units), as a compile-time loss weight, which the balancers then work on top of.
+    ``data_options`` go to the data source (``{"data_dir": ...}`` for a ``tfds:`` dataset).
 
     Example:
         >>> r = compare("shapes", ["shape", "color"], ["static"], trunk="mobilenet_v3_small",
@@ -145,7 +147,8 @@ def compare(
             raise unknown("balancer", b, BALANCERS)
     if len(set(balancers)) != len(balancers):
         raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
-    task_list = mk.tasks.from_dataset(data, names=tasks)
+    data_options = dict(data_options or {})
+    task_list = mk.tasks.from_dataset(data, names=tasks, **data_options)
     if len(task_list) < 2:
         raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
     loss_scale = dict(loss_scale or {})
@@ -157,9 +160,9 @@ def compare(
     settings = {"trunk": trunk, "image_size": int(image_size), "epochs": int(epochs), "seed": int(seed),
                 "learning_rate": float(learning_rate), "jit_compile": bool(jit_compile)}
     train = mk.data.load(data, "train", image_size=image_size, batch_size=batch_size, tasks=task_list,
-                         size=train_size, seed=seed)
+                         size=train_size, seed=seed, **data_options)
     evaluation = mk.data.load(data, split, image_size=image_size, batch_size=batch_size, tasks=task_list,
-                              size=eval_size, seed=seed)
+                              size=eval_size, seed=seed, **data_options)
     result = {
         "data": data, "split": split, "tasks": [t.name for t in task_list],
         "metric": {t.name: t.primary_metric for t in task_list},

@@ -16,6 +16,8 @@ from mtl_keras.errors import MtlError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     p.add_argument("--tasks", default=None, help="comma-separated task names, at least two (default: every label)")
     p.add_argument("--balancers", default="static,uncertainty,dwa,gradnorm,pcgrad",
                    help="comma-separated balancers to train the multi-task model with")
@@ -43,10 +45,12 @@ def run(args) -> int:
     import warnings
 
     from mtl_keras import io
+    from mtl_keras.commands.evaluate import data_options
     from mtl_keras.commands.train import parse_loss_weights
     from mtl_keras.compare import compare, format_table
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    options = data_options(args.data, args.data_dir)
     io.ensure_dir(args.out)
     try:
         scale = parse_loss_weights(args.scale_task)
@@ -56,7 +60,7 @@ def run(args) -> int:
         data=args.data, tasks=args.tasks, balancers=args.balancers, trunk=args.trunk, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
         split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
-        jit_compile=args.jit_compile, log=lambda line: print(line, flush=True),
+        jit_compile=args.jit_compile, log=lambda line: print(line, flush=True), data_options=options,
     )
     table = format_table(result)
     budget = result["budget"]

@@ -2,6 +2,7 @@
 
 Example:
     mtl-keras evaluate runs/x/model.keras --data shapes --split test
+    mtl-keras evaluate runs/pets/model.keras --data-dir /data/tfds   # the run's tfds data, moved
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from mtl_keras.errors import MtlError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="path to a .keras file written by mtl-keras train")
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where prepared tfds data lives (default: the run's, from config.json)")
     p.add_argument("--split", default="test", help="train | val | test")
     p.add_argument("--size", type=int, default=None, help="number of examples (default: the split's size)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -37,6 +40,34 @@ def run_config(model_path: str) -> dict:
         return json.load(f)
 
 
+def data_options(data: str, data_dir=None, config: dict | None = None) -> dict:
+    """The source options for dataset ``data``: ``--data-dir`` (made absolute) over the run's saved ones.
+
+    The run's ``data_options`` apply only to the dataset it was trained on; a dataset that takes no
+    data dir (``shapes``, ``coco:DIR``) given one is an ``MtlError`` naming both.
+
+    Example:
+        >>> data_options("tfds:voc/2007", "/data/tfds")
+        {'data_dir': '/data/tfds'}
+        >>> data_options("shapes", config={"data": "tfds:voc/2007", "data_options": {"data_dir": "/data/tfds"}})
+        {}
+    """
+    config = config or {}
+    options = dict(config.get("data_options") or {}) if data == config.get("data") else {}
+    if data_dir is not None:
+        options["data_dir"] = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if "data_dir" not in options:
+        return options  # nothing to check, and train's early checks stay free of the TensorFlow import
+    from mtl_keras import data as data_lib
+
+    accepted = data_lib.source_options(data)
+    if accepted is not None and "data_dir" not in accepted:
+        raise MtlError(
+            f"dataset {data!r} takes no --data-dir (that is for tfds: datasets; coco:DIR names its folder itself)"
+        )
+    return options
+
+
 def run(args) -> int:
     if args.batch_size < 1:
         raise MtlError(f"--batch-size must be a positive integer, got {args.batch_size}")
@@ -47,12 +78,14 @@ def run(args) -> int:
     from mtl_keras.evaluate import evaluate_model, format_table
 
     model = mk.load_model(args.model, safe_mode=not args.unsafe)
-    data = args.data or run_config(args.model).get("data")
+    config = run_config(args.model)
+    data = args.data or config.get("data")
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
+    options = data_options(data, args.data_dir, config)
     image_size = model.input_shape[1]
     ds = mk.data.load(data, split=args.split, image_size=image_size, batch_size=args.batch_size,
-                      tasks=model.tasks, size=args.size)
+                      tasks=model.tasks, size=args.size, **options)
     results = evaluate_model(model, ds)
     print(f"{args.split} split of {data}:")
     print(format_table(results, model.tasks))

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", help="path to a .keras file written by mtl-keras train")
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where prepared tfds data lives (default: the run's, from config.json)")
     p.add_argument("--split", default="test", help="train | val | test")
     p.add_argument("--n", type=int, default=16, help="number of images")
     p.add_argument("--out", default=None, help="output folder (default: gradcam/ beside the model)")
@@ -67,13 +69,15 @@ def run(args) -> int:
     if args.scorecam_channels < 1:
         raise MtlError(f"--scorecam-channels must be a positive integer, got {args.scorecam_channels}")
     import mtl_keras as mk
-    from mtl_keras.commands.evaluate import run_config
+    from mtl_keras.commands.evaluate import data_options, run_config
     from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
 
     model = mk.load_model(args.model, safe_mode=not args.unsafe, compile=False)
-    data = args.data or run_config(args.model).get("data")
+    config = run_config(args.model)
+    data = args.data or config.get("data")
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
+    source_options = data_options(data, args.data_dir, config)
     tasks = model.tasks
     if args.tasks:
         tasks = [model.task(n.strip()) for n in args.tasks.split(",") if n.strip()]
@@ -81,7 +85,7 @@ def run(args) -> int:
             raise MtlError("--tasks names no task")
     targets = parse_targets(args.target, [t.name for t in tasks])
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "gradcam")
-    examples = load_examples(data, args.split, model.input_shape[1], args.n)
+    examples = load_examples(data, args.split, model.input_shape[1], args.n, **source_options)
     options = dict(tasks=[t.name for t in tasks], method=args.method, layer=args.layer, targets=targets,
                    batch_size=args.batch_size, scorecam_channels=args.scorecam_channels)
     meta = {"model": os.path.abspath(args.model), "data": data, "split": args.split}

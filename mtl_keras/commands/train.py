@@ -3,6 +3,7 @@
 Example:
     mtl-keras train --data shapes --tasks shape,color,present,box,count --image-size 96 \
         --epochs 3 --loss-weights box=5 --out runs/x
+    mtl-keras train --data tfds:oxford_iiit_pet --data-dir /data/tfds --trunk mobilenet_v3_small --out runs/pets
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ RUN_FILES = ("model.keras", "history.csv", "config.json", "metrics.json")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); "
+                        "saved in config.json for evaluate, explain and export")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: every label of the dataset)")
     p.add_argument("--trunk", default="resnet50", help="resnet50 | mobilenet_v3_small | mobilenet_v3_large")
     p.add_argument("--weights", default="none", help="trunk weights: none | imagenet | path to .weights.h5")
@@ -140,9 +144,14 @@ def make_optimizer(args, train):
 
 
 def run(args) -> int:
+    from mtl_keras.commands.evaluate import data_options
+
     validate(args)
     if args.resume:
         load_resume_config(args)
+    data_opts = data_options(args.data, args.data_dir)
+    # Absolute in config.json's args too, so --resume finds the data from any working directory.
+    args.data_dir = data_opts.get("data_dir", args.data_dir)
     prepare_run_dir(args)
 
     import warnings
@@ -162,7 +171,7 @@ def run(args) -> int:
 
     keras.utils.set_random_seed(args.seed)
     policy = set_mixed_precision(args.mixed_precision)
-    tasks = mk.tasks.from_dataset(args.data, names=args.tasks)
+    tasks = mk.tasks.from_dataset(args.data, names=args.tasks, **data_opts)
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in [t.name for t in tasks]]
     if unknown_weights:
@@ -176,7 +185,7 @@ def run(args) -> int:
     sizes = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     train, val, test = (
         mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
-                     tasks=tasks, size=sizes[s], seed=args.seed)
+                     tasks=tasks, size=sizes[s], seed=args.seed, **data_opts)
         for s in ("train", "val", "test")
     )
     # One validation batch before anything is built or written: a label or image problem that runs
@@ -194,6 +203,8 @@ def run(args) -> int:
     config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "data": args.data,
+        # Read back by evaluate, explain and export, so they find the data without the flag.
+        "data_options": data_opts,
         "tasks": [t.get_config() for t in tasks],
         "image_size": args.image_size,
         "trunk": args.trunk,

@@ -9,28 +9,44 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from mtl_keras.data.pipeline import make_pipeline
 from mtl_keras.data.scenes import ScenesSource
 from mtl_keras.errors import MtlError, unknown
 
 # name -> factory(**options) returning a source with .tasks(), .examples(split, image_size, size), .flip_ok
-SOURCES = {
-    "shapes": lambda **kw: ScenesSource("shapes", **kw),
-    "digits": lambda **kw: ScenesSource("digits", **kw),
-}
+SOURCES: dict = {}
 # Prefixed names ("tfds:oxford_iiit_pet", "coco:/path/to/dir") -> factory(rest, **options)
 PREFIXED_SOURCES: dict = {}
+# Source key ("shapes", "tfds:") -> the option names its factory takes, or None when it cannot tell
+# (a factory taking **kwargs); get_source checks them so a wrong option is an MtlError, not a TypeError.
+SOURCE_OPTIONS: dict = {}
 
 
-def register_source(name: str, factory, prefixed: bool = False) -> None:
+def _keyword_names(factory, prefixed: bool):
+    params = list(inspect.signature(factory).parameters.values())[1 if prefixed else 0:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def register_source(name: str, factory, prefixed: bool = False, options=None) -> None:
     """Make a data source available to ``load`` (and the CLI's ``--data``).
 
+    ``options``: the keyword options the factory takes; by default read from its signature (a
+    factory taking ``**kwargs`` gets whatever it is passed, unchecked).
+
     Example:
-        >>> register_source("shapes4", lambda **kw: ScenesSource("shapes", max_objects=4, **kw))
-        >>> get_source("shapes4").max_objects
-        4
+        >>> register_source("shapes4", lambda seed=0: ScenesSource("shapes", seed=seed, max_objects=4))
+        >>> get_source("shapes4").max_objects, sorted(source_options("shapes4"))
+        (4, ['seed'])
     """
     (PREFIXED_SOURCES if prefixed else SOURCES)[name] = factory
+    SOURCE_OPTIONS[f"{name}:" if prefixed else name] = (
+        _keyword_names(factory, prefixed) if options is None else frozenset(options)
+    )
 
 
 def available_sources() -> list[str]:
@@ -43,22 +59,49 @@ def available_sources() -> list[str]:
     return sorted(SOURCES) + sorted(f"{p}:" for p in PREFIXED_SOURCES)
 
 
-def get_source(name: str, **options):
-    """The source object behind a dataset name.
-
-    Example:
-        >>> get_source("digits").name
-        'digits'
-    """
+def _resolve(name: str):
+    """``(factory, positional args, key in SOURCE_OPTIONS)`` for a dataset name."""
     if not isinstance(name, str) or not name:
         raise MtlError(f"dataset name must be a non-empty string, got {name!r}")
     if ":" in name:
         prefix, rest = name.split(":", 1)
         if prefix in PREFIXED_SOURCES:
-            return PREFIXED_SOURCES[prefix](rest, **options)
+            return PREFIXED_SOURCES[prefix], (rest,), f"{prefix}:"
     elif name in SOURCES:
-        return SOURCES[name](**options)
+        return SOURCES[name], (), name
     raise unknown("dataset", name, available_sources())
+
+
+def source_options(name: str) -> frozenset | None:
+    """The option names the source behind ``name`` takes (``data_dir``, ...), or None when unknown.
+
+    Example:
+        >>> sorted(source_options("tfds:voc/2007"))
+        ['data_dir', 'download', 'max_objects']
+        >>> "data_dir" in source_options("shapes")
+        False
+    """
+    return SOURCE_OPTIONS.get(_resolve(name)[2])
+
+
+def get_source(name: str, **options):
+    """The source object behind a dataset name; an option the source does not take is an ``MtlError``.
+
+    Example:
+        >>> get_source("digits").name
+        'digits'
+        >>> get_source("shapes", data_dir="/data")
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: dataset 'shapes' takes no option data_dir; its options: max_objects, seed, sizes
+    """
+    factory, args, key = _resolve(name)
+    accepted = SOURCE_OPTIONS.get(key)
+    unexpected = sorted(set(options) - accepted) if accepted is not None else []
+    if unexpected:
+        takes = ", ".join(sorted(accepted)) or "none"
+        raise MtlError(f"dataset {name!r} takes no option {', '.join(unexpected)}; its options: {takes}")
+    return factory(*args, **options)
 
 
 def load(
@@ -81,7 +124,7 @@ def load(
     Example:
         >>> ds = load("shapes", split="test", image_size=32, batch_size=2, size=2)
         >>> sorted(next(iter(ds))[1])
-        ['box', 'color', 'count', 'present', 'shape']
+        ['box', 'color', 'count', 'mask', 'objects', 'present', 'shape']
     """
     if isinstance(split, (list, tuple)):
         return [
@@ -134,5 +177,8 @@ def _coco_source(path, **options):
 
 # "tfds:oxford_iiit_pet", "tfds:voc/2007", "tfds:coco/2017" (see mtl_keras.data.tfds) and
 # "coco:DIR" or "coco:DIR/file.json" for a user's images + COCO instances JSON (mtl_keras.data.coco).
-register_source("tfds", _tfds_source, prefixed=True)
-register_source("coco", _coco_source, prefixed=True)
+# Their modules load lazily, so their options are spelled out (tests check them against the classes).
+register_source("shapes", functools.partial(ScenesSource, "shapes"))
+register_source("digits", functools.partial(ScenesSource, "digits"))
+register_source("tfds", _tfds_source, prefixed=True, options=("data_dir", "download", "max_objects"))
+register_source("coco", _coco_source, prefixed=True, options=("max_objects", "flip"))
