@@ -3,6 +3,7 @@
 Example:
     python -m export runs/x/model.keras --modes fp32,fp16,dynamic,int8 --out runs/x/export
     python -m export runs/x/model.keras --float-heads box --min-metric shape=0.95   # CI gate
+    python -m export runs/x/model.keras --modes fp32,int8 --float-layers 'conv5_*'  # last stage in float
     python -m export runs/pets/model.keras --data-dir /data/tfds   # the run's tfds data, moved
 """
 
@@ -28,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: export/ beside the model)")
     p.add_argument("--float-heads", default="",
                    help="TASK[,TASK] whose heads stay float32 in an added int8_mixed mode; 'auto' = those int8 hurts")
+    p.add_argument("--float-layers", default="",
+                   help="Keras layer names or globs (e.g. 'conv5_*') that stay float32 in an added int8_mixed mode; "
+                        "layer_errors_int8.csv shows where int8 drifts")
     p.add_argument("--calibration-size", type=int, default=DEFAULT_COUNT,
                    help="training images for int8 calibration (default: %(default)s; fewer than 200 warns)")
     p.add_argument("--eval-size", type=int, default=None, help="test images to validate on (default: the whole split)")
@@ -65,6 +69,7 @@ def run(args) -> int:
     report = export_model(
         args.model, modes=args.modes, data=args.data, out=args.out,
         float_heads=[h.strip() for h in args.float_heads.split(",") if h.strip()],
+        float_layers=[p.strip() for p in args.float_layers.split(",") if p.strip()],
         calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
         floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
         safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), **overrides,

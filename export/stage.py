@@ -70,6 +70,7 @@ def export_model(
     out: str | None = None,
     float_heads=(),
     float_layers=(),
+    data_options: dict | None = None,
     calibration_size: int = calibration.DEFAULT_COUNT,
     eval_size: int | None = None,
     split: str = "test",
@@ -84,11 +85,12 @@ def export_model(
 
     ``float_heads``: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks that
     lose more than the tolerance in int8. ``float_layers``: Keras layer names or globs (``conv5_*``) that
-    also stay float32 in ``int8_mixed``. ``floors``: ``--min-metric`` strings. ``eval_size``: number
+    also stay float32 in ``int8_mixed``. ``data_options``: source options such as ``data_dir`` (default:
+    the run's saved ones, when ``data`` is the run's dataset). ``floors``: ``--min-metric`` strings. ``eval_size``: number
     of test images (default: the whole split).
     """
     import mtl_keras as mk
-    from mtl_keras.commands.evaluate import run_config
+    from mtl_keras.commands.evaluate import data_options as resolve_options, run_config
 
     float_heads = [h for h in float_heads if h]
     float_layers = [p for p in float_layers if p]
@@ -98,6 +100,7 @@ def export_model(
     data = data or config.get("data")
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
+    options = data_options if data_options is not None else resolve_options(data, None, config)
     floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
     auto = float_heads == ["auto"]
     if not auto:
@@ -116,7 +119,7 @@ def export_model(
     image_size = int(model.inputs[0].shape[1])
     log(f"evaluating the Keras model on the {split} split of {data} ...")
     dataset = mk.data.load(data, split=split, image_size=image_size, batch_size=64, tasks=model.tasks,
-                           size=eval_size, augment=False, **config.get("data_options", {}))
+                           size=eval_size, augment=False, **options)
     images, targets, weights = collect(dataset, model.tasks)
     reference = {k: np.asarray(v) for k, v in model.predict(images, batch_size=64, verbose=0).items()}
     keras_metrics = evaluate_outputs(model.tasks, targets, reference, weights)
@@ -126,7 +129,7 @@ def export_model(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             calib_images = calibration.calibration_images(
-                data, image_size, calibration_size, data_options=config.get("data_options"))
+                data, image_size, calibration_size, data_options=options)
         for w in caught:
             log(f"warning: {w.message}")
         calib = {"images": int(len(calib_images)), "split": "train", "data": data}
