@@ -147,7 +147,7 @@ def main():
         for config in ("mtl", "separate"):
             workers[config] = Worker(config, argv)
             workers[config].ready = workers[config].read()
-        times = {"mtl": [], "single": [], "separate": []}
+        times = {"mtl": [], "single": [], "separate": [], "each": []}
         for r in range(args.rounds):
             order = ("mtl", "separate") if r % 2 == 0 else ("separate", "mtl")
             for config in order:
@@ -157,9 +157,12 @@ def main():
                 else:
                     times["single"].append(got[0])
                     times["separate"].append(sum(got))
+                    times["each"].append(got)
     finally:
         for w in workers.values():
             w.close()
+    rounds = times.pop("each")
+    each = [_timing.median([r[i] for r in rounds]) for i in range(t)]
     med = {k: _timing.median(v) for k, v in times.items()}
     ips = {k: args.batch_size / med[k] for k in ("mtl", "single")}
     _timing.figure(
@@ -172,6 +175,10 @@ def main():
         f"{t} single-task models {med['separate']:.3f} s for one step each, multi-task {med['mtl']:.3f} s/step",
     )
     mtl, sep = workers["mtl"].ready, workers["separate"].ready
+    # Why the ratio can sit below T: a single-task model keeps only the layers its head reads, so a
+    # box-only model (its head reads the stride-16 tap) has no conv5 stage to run.
+    print("# separate models, median step and parameters: " + ", ".join(
+        f"{n} {s:.3f} s ({p / 1e6:.1f} M)" for n, s, p in zip(names, each, sep["params"])), flush=True)
     p_mtl, p_single, p_sep = mtl["params"][0], sep["params"][0], sum(sep["params"])
     _timing.figure(
         "heads/params_separate_over_mtl", p_sep / p_mtl, None,
