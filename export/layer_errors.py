@@ -25,14 +25,18 @@ import numpy as np
 
 from mtl_keras.errors import MtlError
 
-COLUMNS = ("order", "layer", "relative_error", "float_std", "float_max", "scale", "tensor")
+COLUMNS = ("order", "layer", "relative_error", "steps_per_std", "float_std", "float_max", "scale", "tensor")
+# Below this many int8 steps per standard deviation the grid cannot resolve a tensor's typical values:
+# its range was set by rare large activations (heavy tails across images), not by the usual ones.
+COARSE_STEPS = 2.0
 
 
 def compare(float_model, quantized_model, images: np.ndarray) -> list[dict]:
     """Per-tensor error of ``quantized_model`` against ``float_model`` (paths or bytes) on ``images``.
 
     ``images``: uint8 ``[N, S, S, 3]``. Rows come in execution order, one per quantized tensor that the float file also has, as dicts with ``order`` (the op's place in execution order),
-    ``layer`` (the Keras layer), ``relative_error``, ``float_std``, ``float_max``, ``scale``, ``tensor``.
+    ``layer`` (the Keras layer), ``relative_error``, ``steps_per_std`` (the float spread in int8 steps),
+    ``float_std``, ``float_max``, ``scale``, ``tensor``.
 
     Example:
         >>> compare(b"", b"", np.zeros((0, 8, 8, 3), np.uint8))
@@ -76,6 +80,7 @@ def compare(float_model, quantized_model, images: np.ndarray) -> list[dict]:
         rows.append({
             "order": int(t["index"]), "layer": keras_layer(t["name"]),
             "relative_error": float(np.sqrt(err / n) / std) if std > 0 else float("nan"),
+            "steps_per_std": std / float(t["quantization"][0]),
             "float_std": std, "float_max": peaks[t["index"]], "scale": float(t["quantization"][0]),
             "tensor": t["name"],
         })
@@ -112,14 +117,21 @@ def stage_errors(rows: list[dict]) -> list[tuple[str, float]]:
 
 
 def summary(rows: list[dict]) -> str:
-    """One line: the error reached at the end of each stage, for the report.
+    """One line for the report: the error reached in each stage, and the tensors int8 cannot resolve.
 
     Example:
-        >>> summary([{"layer": "conv5_block1_out", "relative_error": 0.3}])
-        'error relative to the float signal, largest per stage: conv5 0.30'
+        >>> summary([{"layer": "conv5_block1_out", "relative_error": 0.3, "steps_per_std": 0.4}])
+        'error relative to the float signal, largest per stage: conv5 0.30; 1 tensor spans < 2 int8 steps per standard deviation (the first: conv5_block1_out, 0.4), its range set by rare large activations'
     """
-    return "error relative to the float signal, largest per stage: " + ", ".join(
+    text = "error relative to the float signal, largest per stage: " + ", ".join(
         f"{stage} {err:.2f}" for stage, err in stage_errors(rows))
+    coarse = [r for r in rows if r.get("steps_per_std", COARSE_STEPS) < COARSE_STEPS and np.isfinite(r["relative_error"])]
+    if coarse:
+        n = len(coarse)
+        text += (f"; {n} tensor{'s' if n > 1 else ''} span{'' if n > 1 else 's'} < {COARSE_STEPS:g} int8 steps per standard "
+                 f"deviation (the first: {coarse[0]['layer']}, {coarse[0]['steps_per_std']:.1f}), "
+                 f"{'their ranges' if n > 1 else 'its range'} set by rare large activations")
+    return text
 
 
 def keras_layer(tensor_name: str) -> str:
@@ -142,7 +154,7 @@ def to_csv(rows: list[dict]) -> str:
 
     Example:
         >>> to_csv([]).strip()
-        'order,layer,relative_error,float_std,float_max,scale,tensor'
+        'order,layer,relative_error,steps_per_std,float_std,float_max,scale,tensor'
     """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")

@@ -214,12 +214,14 @@ def quantization_notes(tasks, keras_metrics: dict, formats: list) -> list[str]:
         if hints and "int8_mixed" not in done:
             notes.append(f"int8 loses more than the tolerance on {', '.join(hints)}: try --float-heads {','.join(hints)} "
                          "(int8_mixed keeps those heads float32) and, if the loss is in the shared trunk, "
+                         "--float-layers for the stages where the layer trace's error grows (e.g. 'conv5_*') or "
                          "--modes ...,int16x8 (int16 activations; slower, XNNPACK does not run it)")
     if "int8_mixed" in done:
         still = report_lib.drop_hints(tasks, keras_metrics, done["int8_mixed"]["metrics"])
         if still:
-            notes.append(f"int8_mixed still loses more than the tolerance on {', '.join(still)}: the loss is in the "
-                         "shared trunk, not the heads; int16x8 (int16 activations) is the mode that keeps accuracy")
+            notes.append(f"int8_mixed still loses more than the tolerance on {', '.join(still)}: the loss is upstream "
+                         "of what stays float (see the layer trace); keep an earlier stage in float too, or use int16x8 "
+                         "(int16 activations), the mode that keeps accuracy when int8 ranges are too coarse")
     return notes
 
 
