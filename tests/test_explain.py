@@ -310,7 +310,8 @@ def test_mobilenet_taps_have_their_strides(small_model):
 
 # ----- trained vs untrained, and the CLI ---------------------------------------------------------
 EPOCHS = 7
-N_CHECK = 48
+# Hit rates over N images have a standard error of ~0.45/sqrt(N): 96 keeps it near 0.05.
+N_CHECK = 96
 
 
 @pytest.fixture(scope="module")
@@ -321,12 +322,14 @@ def trained(tmp_path_factory):
     tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"], **opts)
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
     examples = load_examples("shapes", "test", SIZE, N_CHECK, **opts)
-    before = explain(model, examples, layer="c4")
+    # c3 (stride 8, 8x8 at 64 px): the box head flattens its 4x4 c4 map into a dense layer, so
+    # Grad-CAM's spatially averaged gradients localize it only one stride finer (README, Explain).
+    before = explain(model, examples, layer="c3")
     ds = mk.data.load("shapes", "train", image_size=SIZE, batch_size=32, tasks=tasks, size=1280, **opts)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     # A fixed number of epochs (~50 s on 2 cores), so the outcome does not depend on machine speed.
     model.fit(ds, epochs=EPOCHS, verbose=0)
-    after = explain(model, examples, layer="c4")
+    after = explain(model, examples, layer="c3")
     path = str(tmp_path_factory.mktemp("trained") / "model.keras")
     model.save(path)
     return {"before": before, "after": after, "path": path}
@@ -342,8 +345,11 @@ def test_trained_model_localizes_better_than_untrained(trained):
     for name in ("shape", "box"):
         print(name, "pointing", rate(before[name]), "->", rate(after[name]),
               "energy", before[name]["energy_in_box"]["mean"], "->", after[name]["energy_in_box"]["mean"])
-    # The box head learns fastest in a short budget; its checks must move clearly.
-    assert rate(after["box"]) >= rate(before["box"]) + 0.2
+    # The box head learns fastest in a short budget; its checks must move clearly: the hit-rate gain
+    # must stand two standard errors above what two equally good models would show (two-proportion z).
+    pooled = (rate(after["box"]) + rate(before["box"])) / 2
+    standard_error = np.sqrt(2 * pooled * (1 - pooled) / N_CHECK)
+    assert rate(after["box"]) - rate(before["box"]) >= 2 * standard_error
     assert after["box"]["energy_in_box"]["mean"] >= before["box"]["energy_in_box"]["mean"] + 0.04
     assert np.mean([rate(after[n]) for n in after]) > np.mean([rate(before[n]) for n in before])
     # A trained box head points better than a random point would.
