@@ -57,22 +57,13 @@ def run(args) -> int:
         raise MtlError(f"--eval-size must be a positive integer, got {args.eval_size}")
     if args.timing_runs < 0:
         raise MtlError(f"--timing-runs must be >= 0, got {args.timing_runs}")
-    # export_model applies the run's saved data_options itself; they are passed only to override them.
-    overrides = {}
-    if args.data_dir is not None:
-        from mtl_keras.commands.evaluate import data_options, run_config
-
-        config = run_config(args.model)
-        data = args.data or config.get("data")
-        if data:  # without one, export_model says that no dataset is known
-            overrides["data_options"] = data_options(data, args.data_dir, config)
     report = export_model(
         args.model, modes=args.modes, data=args.data, out=args.out,
         float_heads=[h.strip() for h in args.float_heads.split(",") if h.strip()],
         float_layers=[p.strip() for p in args.float_layers.split(",") if p.strip()],
         calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
         floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
-        safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), **overrides,
+        safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir,
     )
     print(format_table(report))
     for f in report["formats"]:

@@ -34,8 +34,9 @@ COARSE_STEPS = 2.0
 def compare(float_model, quantized_model, images: np.ndarray) -> list[dict]:
     """Per-tensor error of ``quantized_model`` against ``float_model`` (paths or bytes) on ``images``.
 
-    ``images``: uint8 ``[N, S, S, 3]``. Rows come in execution order, one per quantized tensor that the float file also has, as dicts with ``order`` (the op's place in execution order),
-    ``layer`` (the Keras layer), ``relative_error``, ``steps_per_std`` (the float spread in int8 steps),
+    ``images``: uint8 ``[N, S, S, 3]``. Rows come in execution order, one per quantized tensor that
+    the float file also has, as dicts with ``order`` (the op's place in execution order), ``layer``
+    (the Keras layer), ``relative_error``, ``steps_per_std`` (the float spread in int8 steps),
     ``float_std``, ``float_max``, ``scale``, ``tensor``.
 
     Example:

@@ -70,7 +70,7 @@ def export_model(
     out: str | None = None,
     float_heads=(),
     float_layers=(),
-    data_options: dict | None = None,
+    data_dir=None,
     calibration_size: int = calibration.DEFAULT_COUNT,
     eval_size: int | None = None,
     split: str = "test",
@@ -85,8 +85,8 @@ def export_model(
 
     ``float_heads``: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks that
     lose more than the tolerance in int8. ``float_layers``: Keras layer names or globs (``conv5_*``) that
-    also stay float32 in ``int8_mixed``. ``data_options``: source options such as ``data_dir`` (default:
-    the run's saved ones, when ``data`` is the run's dataset). ``floors``: ``--min-metric`` strings. ``eval_size``: number
+    also stay float32 in ``int8_mixed``. ``data_dir``: where a tfds dataset's prepared data lives (default:
+    the run's saved one, when ``data`` is the run's dataset). ``floors``: ``--min-metric`` strings. ``eval_size``: number
     of test images (default: the whole split).
     """
     import mtl_keras as mk
@@ -95,12 +95,13 @@ def export_model(
     float_heads = [h for h in float_heads if h]
     float_layers = [p for p in float_layers if p]
     modes = parse_modes(modes, float_heads, float_layers)
-    model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
     config = run_config(model_path)
     data = data or config.get("data")
+    # Resolved before the model loads, so a --data-dir the dataset cannot take fails at once.
+    options = resolve_options(data, data_dir, config) if data else {}
+    model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
-    options = data_options if data_options is not None else resolve_options(data, None, config)
     floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
     auto = float_heads == ["auto"]
     if not auto:
