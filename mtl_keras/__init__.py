@@ -10,6 +10,10 @@ Example:
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN CPU kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX;
+# on an AVX2 CPU its fallback kernels train ResNet50 2.6x slower (bench/cpu_kernels.py). Read when
+# TensorFlow loads, so it is set before any import of it; TF_ENABLE_ONEDNN_OPTS=0 still turns it off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from mtl_keras import data, layers, tasks  # noqa: E402
 from mtl_keras.errors import MtlError  # noqa: E402

@@ -1,6 +1,8 @@
 """mtl_keras.perf: mixed-precision policy choice, ThroughputLogger."""
 
 import csv
+import functools
+import math
 
 import keras
 import numpy as np
@@ -17,6 +19,36 @@ def restore_policy():
     keras.mixed_precision.set_global_policy(before)
 
 
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """This machine's CPU as an AVX2 one without bfloat16, whatever CPU runs the tests, and no probing."""
+    monkeypatch.setattr(perf, "read_cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx2", "fma", "sse4_2"}))
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", no_probe)
+
+
+def no_probe(**kwargs):
+    raise AssertionError("the bfloat16 probe ran")
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    """Replace the probe by one returning ``fake_probe.ratio``; ``fake_probe.calls`` counts its runs."""
+
+    class Probe:
+        ratio = 1.3
+        calls = 0
+
+        def __call__(self, **kwargs):
+            self.calls += 1
+            return self.ratio
+
+    probe = Probe()
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", probe)
+    monkeypatch.setattr(perf, "_probe_cache", {})
+    return probe
+
+
+@pytest.mark.usefixtures("avx2_cpu")
 @pytest.mark.parametrize(
     "capabilities, expected",
     [
@@ -43,6 +75,7 @@ def test_unknown_mode_is_a_clear_error():
         perf.mixed_precision_policy("fp8", compute_capabilities=[])
 
 
+@pytest.mark.usefixtures("avx2_cpu")
 def test_auto_without_a_visible_gpu_stays_float32(restore_policy):
     # conftest hides GPUs, as on the CPU CI machine.
     assert perf.gpu_compute_capabilities() == []
@@ -62,6 +95,121 @@ def test_mixed_policy_reaches_the_model_and_outputs_stay_float32(restore_policy)
     model.compile(optimizer="adam")
     # float16 needs loss scaling; Keras' compile adds it under this policy.
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_read_cpu_flags_parses_x86_and_arm_and_knows_when_it_cannot_tell(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu avx2 fma avx512_bf16\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\nCPU implementer\t: 0x41\n")
+    assert perf.read_cpu_flags(str(x86)) == {"fpu", "avx2", "fma", "avx512_bf16"}
+    assert perf.read_cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+    assert perf.read_cpu_flags(str(tmp_path / "missing")) is None
+    assert perf.cpu_has_native_bfloat16(perf.read_cpu_flags(str(x86))) is True
+    assert perf.cpu_has_native_bfloat16(perf.read_cpu_flags(str(arm))) is True
+
+
+@pytest.mark.parametrize(
+    "flags, absent",
+    [
+        ({"avx2", "fma", "avx512f", "avx512_vnni"}, "avx512_bf16/amx_bf16"),
+        ({"fp", "asimd", "sve"}, "bf16"),  # Arm
+        (set(), "avx512_bf16/amx_bf16"),
+    ],
+)
+def test_cpu_without_native_bfloat16_stays_float32_without_probing(monkeypatch, flags, absent):
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", no_probe)
+    choice = perf.choose_mixed_precision("auto", compute_capabilities=[], cpu_flags=flags)
+    assert (choice.policy, choice.speedup) == ("float32", None)
+    assert str(choice) == f"mixed precision auto: float32 (CPU has no native bfloat16: {absent} absent)"
+    # Even an injected ratio does not override the flags: emulated bfloat16 is known to be slower.
+    assert perf.mixed_precision_policy("auto", [], cpu_flags=flags, cpu_speedup=2.0) == "float32"
+    assert perf.cpu_bfloat16_speedup(cpu_flags=flags) is None
+
+
+@pytest.mark.parametrize(
+    "ratio, expected", [(1.25, "mixed_bfloat16"), (1.1, "mixed_bfloat16"), (1.09, "float32"), (0.3, "float32")]
+)
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_injected_speedup_decides_on_a_bfloat16_cpu(monkeypatch, ratio, expected, flag):
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", no_probe)
+    choice = perf.choose_mixed_precision("auto", [], cpu_flags={"avx2", flag}, cpu_speedup=ratio)
+    assert (choice.policy, choice.speedup) == (expected, ratio)
+    if expected == "mixed_bfloat16":
+        assert str(choice) == (
+            f"mixed precision auto: mixed_bfloat16 (measured {ratio:.2f}x faster than float32 on this CPU)"
+        )
+    else:
+        assert choice.reason == (
+            f"mixed_bfloat16 measured {ratio:.2f}x float32's speed on this CPU, below the 1.1x needed"
+        )
+
+
+@pytest.mark.parametrize("ratio, expected", [(1.3, "mixed_bfloat16"), (0.95, "float32")])
+def test_a_bfloat16_cpu_is_probed_once_per_process(fake_probe, ratio, expected):
+    fake_probe.ratio = ratio
+    for _ in range(3):
+        choice = perf.choose_mixed_precision("auto", [], cpu_flags={"avx512_bf16"})
+        assert (choice.policy, choice.speedup) == (expected, ratio)
+    assert perf.cpu_bfloat16_speedup(cpu_flags={"amx_bf16"}) == ratio
+    assert fake_probe.calls == 1
+
+
+def test_unknown_cpu_flags_mean_measure(monkeypatch, fake_probe):
+    monkeypatch.setattr(perf, "read_cpu_flags", lambda path="/proc/cpuinfo": None)
+    choice = perf.choose_mixed_precision("auto", [])
+    assert choice.policy == "mixed_bfloat16" and choice.reason.endswith("; CPU flags unknown")
+    assert fake_probe.calls == 1
+
+
+def test_a_failing_probe_leaves_float32(monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("no bfloat16 kernel for Conv2D")
+
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", broken)
+    monkeypatch.setattr(perf, "_probe_cache", {})
+    choice = perf.choose_mixed_precision("auto", [], cpu_flags={"amx_bf16"})
+    assert choice.policy == "float32"
+    assert choice.reason == "bfloat16 probe failed: RuntimeError: no bfloat16 kernel for Conv2D"
+
+
+def test_gpus_and_explicit_modes_never_probe(monkeypatch):
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", no_probe)
+    assert str(perf.choose_mixed_precision("auto", [(9, 0), (8, 6)], cpu_flags={"amx_bf16"})) == (
+        "mixed precision auto: mixed_bfloat16 (every GPU has compute capability >= 8.0 (lowest 8.6))"
+    )
+    assert perf.choose_mixed_precision("auto", [(7, 5)], cpu_flags={"amx_bf16"}).policy == "mixed_float16"
+    explicit = perf.choose_mixed_precision("bfloat16", [], cpu_flags={"avx2"})
+    assert str(explicit) == "mixed precision bfloat16: mixed_bfloat16 (as asked)"
+
+
+@pytest.mark.usefixtures("avx2_cpu")
+def test_set_mixed_precision_prints_its_reason(restore_policy):
+    printed = []
+    assert perf.set_mixed_precision("auto", print_fn=printed.append) == "float32"
+    assert printed == ["mixed precision auto: float32 (CPU has no native bfloat16: avx512_bf16/amx_bf16 absent)"]
+
+
+def test_the_forced_probe_really_measures_and_caches(monkeypatch, restore_policy):
+    # The real probe at a tiny size (the default one takes ~4 s on a CPU that emulates bfloat16).
+    tiny = functools.partial(perf.measure_cpu_bfloat16_speedup, batch_size=4, image_size=8, channels=8, layers=2,
+                             warmup=1, rounds=3, budget_s=1.0)
+    monkeypatch.setattr(perf, "measure_cpu_bfloat16_speedup", tiny)
+    monkeypatch.setattr(perf, "_probe_cache", {})
+    policy = keras.mixed_precision.global_policy().name
+    before = keras.layers.Conv2D(1, 3).name
+    ratio = perf.cpu_bfloat16_speedup(cpu_flags={"avx2"}, force=True)
+    assert math.isfinite(ratio) and ratio > 0
+    assert perf.cpu_bfloat16_speedup(cpu_flags={"avx2"}, force=True) == ratio  # cached, not measured again
+    # The probe sets per-layer policies and names its layers: the global policy and Keras' automatic
+    # layer names (which saved models refer to) come out as if it had not run.
+    assert keras.mixed_precision.global_policy().name == policy
+    assert keras.layers.Conv2D(1, 3).name == f"conv2d_{name_index(before) + 1}"
+
+
+def name_index(name):
+    return int(name.rpartition("_")[2]) if name.rpartition("_")[2].isdigit() else 0
 
 
 class FakeClock:
