@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 
 import keras
@@ -21,7 +22,7 @@ import keras
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.layers import TrunkPreprocess
 
-TAP_STRIDES = {"c3": 8, "c4": 16, "c5": 32}
+TAP_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,15 @@ class TrunkSpec:
     # Taps by layer name where the architecture has stable names; otherwise found by stride.
     tap_layers: tuple = ()
     min_size: int = 32
+    # fnmatch pattern of the BatchNorm that closes each residual branch (zero-initialised on request).
+    residual_bn: str | None = None
 
 
 TRUNKS = {
     "resnet50": TrunkSpec(
         "ResNet50", "caffe",
-        tap_layers=(("c3", "conv3_block4_out"), ("c4", "conv4_block6_out"), ("c5", "conv5_block3_out")),
+        tap_layers=(("c2", "conv2_block3_out"), ("c3", "conv3_block4_out"), ("c4", "conv4_block6_out"), ("c5", "conv5_block3_out")),
+        residual_bn="conv*_block*_3_bn",
     ),
     "mobilenet_v3_small": TrunkSpec("MobileNetV3Small", "none", extra_kwargs=(("include_preprocessing", True),)),
     "mobilenet_v3_large": TrunkSpec("MobileNetV3Large", "none", extra_kwargs=(("include_preprocessing", True),)),
@@ -71,12 +75,32 @@ def _taps_by_stride(model: keras.Model, image_size: int) -> dict:
     return taps
 
 
-def build_trunk(name: str, image, weights=None, bn_momentum: float | None = 0.9) -> dict:
+def zero_residual_gammas(layers, pattern: str) -> int:
+    """Set the scale of every BatchNorm named like ``pattern`` to 0; return how many there were.
+
+    Example:
+        >>> import keras
+        >>> bn = keras.layers.BatchNormalization(name="conv2_block1_3_bn"); bn.build((None, 4))
+        >>> zero_residual_gammas([bn], "conv*_block*_3_bn"), float(bn.gamma.numpy().sum())
+        (1, 0.0)
+    """
+    count = 0
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and fnmatch.fnmatchcase(layer.name, pattern):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            count += 1
+    return count
+
+
+def build_trunk(name: str, image, weights=None, bn_momentum: float | None = 0.9, zero_init_residual: bool = False) -> dict:
     """Build trunk ``name`` flat on the ``image`` input tensor; return its taps ``c3``/``c4``/``c5``.
 
     ``weights``: ``None`` (random), ``"imagenet"`` (downloads once, at the user's request) or a path
     to a ``.weights.h5`` file saved from the same trunk. ``bn_momentum`` replaces Keras' 0.99 default:
     with 0.99 the moving statistics lag far behind on short from-scratch runs and validation swings.
+    ``zero_init_residual`` starts the BatchNorm scale that closes each residual branch at 0 (ResNet50;
+    no-op for trunks without such blocks and for pretrained weights), so every block begins as the
+    identity: the from-scratch network starts shallow and learns faster (Goyal et al. 2017).
 
     Example:
         >>> import keras
@@ -108,6 +132,8 @@ def build_trunk(name: str, image, weights=None, bn_momentum: float | None = 0.9)
         for layer in trunk.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = float(bn_momentum)
+    if zero_init_residual and spec.residual_bn and weights is None and not path:
+        zero_residual_gammas(trunk.layers, spec.residual_bn)
     if spec.tap_layers:
         taps = {tap: trunk.get_layer(layer).output for tap, layer in spec.tap_layers}
     else:

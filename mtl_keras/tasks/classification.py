@@ -3,10 +3,38 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from mtl_keras.errors import MtlError
 from mtl_keras.tasks.base import Task, register_task_type
 from mtl_keras.tasks.checks import assert_label
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of class-index labels with label smoothing (Szegedy et al. 2016).
+
+    Keras' ``SparseCategoricalCrossentropy`` has no ``label_smoothing``; this one-hots the index and
+    uses Keras' ``categorical_crossentropy``, whose smoothing spreads ``label_smoothing`` over all classes.
+
+    Example:
+        >>> loss = SparseSmoothedCrossentropy(0.1)
+        >>> round(float(loss(np.array([0]), np.array([[0.9, 0.1]]))), 4)  # -(0.95 ln .9 + 0.05 ln .1)
+        0.2152
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, reduction="mean_with_sample_weight",
+                 name="sparse_smoothed_crossentropy", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        one_hot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 @register_task_type
@@ -28,6 +56,8 @@ class ClassificationTask(Task):
         if len(classes) < 2:
             raise MtlError(f"task {name!r}: classification needs at least 2 classes, got {list(classes)}")
         self.classes = [str(c) for c in classes]
+        if not 0 <= float(label_smoothing) < 1:
+            raise MtlError(f"task {name!r}: label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
     @property
@@ -39,6 +69,8 @@ class ClassificationTask(Task):
 
     def loss(self):
         # Masked mean: a sample with weight 0 (missing label) neither adds to nor dilutes the loss.
+        if self.label_smoothing:
+            return SparseSmoothedCrossentropy(self.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
 
     def metrics(self):
