@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from mtl_keras import tasks as task_lib
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.trunks import TAP_STRIDES, build_trunk, trunk_spec
+from mtl_keras.layers import fpn_features
+from mtl_keras.trunks import build_trunk, trunk_spec
 
 
 def _topological(tasks) -> list:
@@ -243,12 +244,17 @@ def build_model(
     bn_momentum: float | None = 0.9,
     branch_point: str | None = None,
     name: str = "mtl",
+    zero_init_residual: bool = True,
+    pool_pyramid: bool | None = None,
 ) -> MultiTaskModel:
     """A functional multi-task model: input ``image`` (RGB 0–255), one output per task, named after it.
 
     ``branch_point`` (``"c3"`` or ``"c4"``) shares the trunk only up to that tap; global heads then
     each get their own copy of the deeper stages (dense heads keep using the shared taps).
     A task's ``depends_on`` feeds the outputs of those tasks into its head.
+    ``zero_init_residual`` starts each residual block of a from-scratch ResNet as the identity
+    (``mtl_keras.trunks.zero_residual_gammas``). ``pool_pyramid`` (default: when a task is dense)
+    feeds the global heads the average of the shared feature pyramid beside that of ``c5``.
 
     Example:
         >>> import mtl_keras as mk
@@ -261,9 +267,16 @@ def build_model(
     trunk_spec(trunk)
     image_size = int(image_size)
     image = keras.Input((image_size, image_size, 3), name="image")
-    taps = build_trunk(trunk, image, weights=weights, bn_momentum=bn_momentum)
+    taps = build_trunk(trunk, image, weights=weights, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual)
     shared_pool = keras.layers.GlobalAveragePooling2D(name="shared_pool")
     features = {**taps, "pooled": shared_pool(taps["c5"])}
+    if pool_pyramid is None:
+        pool_pyramid = any(t.dense for t in tasks)
+    if pool_pyramid:
+        # Global heads also read the pooled pyramid that the dense heads train pixel by pixel: the
+        # largest object fills most of it, so its class is there long before c5 has learned it.
+        pyramid = keras.layers.GlobalAveragePooling2D(name="pyramid_pool")(fpn_features(features))
+        features["pooled"] = keras.layers.Concatenate(name="shared_features")([features["pooled"], pyramid])
     branches = {}
     if branch_point is not None:
         if branch_point not in ("c3", "c4"):
@@ -279,7 +292,7 @@ def build_model(
         outputs[task.name] = task.head(task_features, extra=extra or None)
     build_config = {
         "trunk": trunk, "image_size": image_size, "bn_momentum": bn_momentum,
-        "branch_point": branch_point, "weights": weights if weights in (None, "imagenet") else str(weights),
+        "branch_point": branch_point, "pool_pyramid": bool(pool_pyramid), "weights": weights if weights in (None, "imagenet") else str(weights),
     }
     return MultiTaskModel(inputs=image, outputs=outputs, tasks=tasks, build_config=build_config, name=name)
 

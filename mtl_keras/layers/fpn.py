@@ -59,7 +59,13 @@ def fpn_features(features: dict, channels: int = DEFAULT_CHANNELS):
     stride, step = 8, 0
     while stride > OUTPUT_STRIDE:  # stride 8 -> OUTPUT_STRIDE, one ×2 step at a time
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_up_{step}")(x)
+        stride //= 2
+        if stride == 4 and "c2" in features:
+            # The stride-4 tap is only a dozen layers deep: its edges and colours are learned in the
+            # first steps, so masks and centres get sharp long before the deep stages are trained.
+            c2 = keras.layers.Conv2D(channels, 1, name="fpn_lateral_c2")(features["c2"])
+            x = keras.layers.Add(name="fpn_merge_c2")([c2, x])
         x = _conv_bn_relu(x, channels, f"fpn_out_{step}")
-        stride, step = stride // 2, step + 1
+        step += 1
     features[FPN_KEY] = x
     return x

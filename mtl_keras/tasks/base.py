@@ -69,14 +69,25 @@ class Task:
         return self.mlp(features["pooled"], extra)
 
     def mlp(self, x, extra=None):
-        """The shared part of every global head: [deps] -> hidden Dense -> logits -> output layer."""
+        """The shared part of every global head: [deps] -> hidden Dense -> logits -> output layer.
+
+        A dense dependency (a ``[H, W, C]`` output such as a mask) is averaged over the image first:
+        for a segmentation softmax that is the share of the image each class covers, for detection
+        heatmaps a per-class sum that grows with each object's area. It is then standardised
+        (BatchNormalization), so its few values are not drowned by the thousands of pooled features.
+        """
         if extra:
+            extra = [self._pooled_dependency(e, i) if len(e.shape) == 4 else e for i, e in enumerate(extra)]
             x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra])
         x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(x)
         logits = keras.layers.Dense(self.num_outputs, name=f"{self.name}_logits")(x)
         return self.output_layer()(logits)
+
+    def _pooled_dependency(self, output, index: int):
+        pooled = keras.layers.GlobalAveragePooling2D(name=f"{self.name}_pool_{index}")(output)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"{self.name}_pool_{index}_bn")(pooled)
 
     def output_layer(self) -> keras.layers.Layer:
         """The head's last layer, named after the task and kept in float32 under mixed precision."""

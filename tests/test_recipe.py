@@ -1,0 +1,137 @@
+"""The training recipe: warm-up + cosine schedule, optimizers, no decay on BatchNorm/biases,
+label smoothing, zero-initialised residual blocks, the shared pyramid for global heads, dense
+dependencies, and the train flags that reach them."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import mtl_keras as mk
+from mtl_keras.commands.train import parse_depends_on
+from mtl_keras.errors import MtlError
+from mtl_keras.recipe import learning_rate_schedule, make_optimizer
+from mtl_keras.tasks.classification import SparseSmoothedCrossentropy
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_one_percent():
+    s = learning_rate_schedule(2.0, total_steps=100, warmup_steps=20)
+    assert float(s(0)) == pytest.approx(0.0)
+    assert float(s(10)) == pytest.approx(1.0)
+    assert float(s(20)) == pytest.approx(2.0)
+    # Half-way through the decay: the cosine mean of peak and floor.
+    assert float(s(60)) == pytest.approx(0.01 * 2 + (2 - 0.02) * 0.5, rel=1e-4)
+    assert float(s(100)) == pytest.approx(0.02, rel=1e-4)
+    assert float(learning_rate_schedule(1.0, 50, 10, "constant")(40)) == pytest.approx(1.0)
+    assert learning_rate_schedule(1.0, 0) == 1.0  # unknown length: the peak rate throughout
+
+
+@pytest.mark.parametrize("bad", [dict(peak=0.0), dict(peak=float("nan")), dict(warmup_steps=-1), dict(schedule="step")])
+def test_schedule_refuses_bad_settings_with_a_message(bad):
+    kwargs = {"peak": 1.0, "total_steps": 10, "warmup_steps": 0, "schedule": "cosine", **bad}
+    with pytest.raises(MtlError):
+        learning_rate_schedule(**kwargs)
+
+
+def test_adamw_and_sgd_decay_kernels_but_not_batchnorm_or_biases():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    for name in ("adamw", "sgd"):
+        opt = make_optimizer(name, 0.1, total_steps=10, weight_decay=0.5)
+        opt.build(model.trainable_variables)
+        decayed = {v.name: opt._use_weight_decay(v) for v in model.trainable_variables}
+        assert decayed == {"kernel": True, "bias": False, "gamma": False, "beta": False}, (name, decayed)
+    assert make_optimizer("sgd", 0.1).nesterov
+    with pytest.raises(MtlError, match="optimizer"):
+        make_optimizer("rmsprop")
+    with pytest.raises(MtlError, match="adamw"):
+        make_optimizer("adam", weight_decay=0.1)
+
+
+def test_label_smoothing_loss_matches_the_formula_and_masks_missing_labels():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    y = np.array([0, 2])
+    ls = 0.3
+    target = np.full((2, 3), ls / 3)
+    target[[0, 1], y] += 1 - ls
+    expected = -(target * np.log(p)).sum(axis=1)
+    loss = SparseSmoothedCrossentropy(ls)
+    assert float(loss(y, p)) == pytest.approx(expected.mean(), rel=1e-5)
+    # A weight of 0 (missing label) neither adds nor dilutes: the masked mean is the other sample's loss.
+    assert float(loss(y, p, sample_weight=np.array([0.0, 1.0]))) == pytest.approx(expected[1], rel=1e-5)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert restored.label_smoothing == pytest.approx(ls)
+
+
+def test_classification_task_uses_its_label_smoothing_and_keeps_it_through_saving(tmp_path):
+    task = mk.tasks.ClassificationTask("shape", classes=["a", "b", "c"], label_smoothing=0.1)
+    assert isinstance(task.loss(), SparseSmoothedCrossentropy)
+    assert not isinstance(mk.tasks.ClassificationTask("s", classes=["a", "b"]).loss(), SparseSmoothedCrossentropy)
+    with pytest.raises(MtlError, match="label_smoothing"):
+        mk.tasks.ClassificationTask("s", classes=["a", "b"], label_smoothing=1.0)
+    model = mk.build_model([task], trunk="mobilenet_v3_small", image_size=32)
+    model.compile()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = mk.load_model(path)
+    assert loaded.task("shape").label_smoothing == pytest.approx(0.1)
+
+
+def _gammas(model):
+    return {l.name: float(np.abs(l.gamma.numpy()).sum()) for l in model.layers
+            if isinstance(l, keras.layers.BatchNormalization) and l.name.endswith("_3_bn")}
+
+
+def test_zero_init_residual_zeroes_exactly_the_last_batchnorm_of_each_resnet_block():
+    tasks = mk.tasks.from_dataset("shapes", names=["shape"])
+    zeroed = _gammas(mk.build_model(tasks, "resnet50", 32))
+    assert len(zeroed) == 16 and not any(zeroed.values())  # 3 + 4 + 6 + 3 bottleneck blocks
+    assert all(_gammas(mk.build_model(tasks, "resnet50", 32, zero_init_residual=False)).values())
+    m = mk.build_model(tasks, "resnet50", 32)
+    assert float(m.get_layer("conv2_block1_2_bn").gamma.numpy().min()) == 1.0  # inner BatchNorms untouched
+
+
+def test_global_heads_read_the_pooled_pyramid_only_when_a_dense_head_trains_it():
+    dense = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64)
+    names = {l.name for l in dense.layers}
+    assert {"pyramid_pool", "shared_features", "fpn_lateral_c2"} <= names
+    assert dense.get_layer("shape_hidden").input.shape[-1] == dense.get_layer("shared_pool").output.shape[-1] + 64
+    plain = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "color"]), "mobilenet_v3_small", 64)
+    assert not {"pyramid_pool", "shared_features"} & {l.name for l in plain.layers}
+    forced = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64,
+                            pool_pyramid=False)
+    assert "pyramid_pool" not in {l.name for l in forced.layers}
+
+
+def test_a_dense_dependency_is_pooled_standardised_and_reaches_the_head(tmp_path):
+    tasks = mk.tasks.from_dataset("shapes", names=["shape", "objects"])
+    tasks[0].depends_on = ("objects",)
+    model = mk.build_model(tasks, "mobilenet_v3_small", 32)
+    pooled = model.get_layer("shape_pool_0")
+    assert tuple(pooled.output.shape) == (None, 10)  # 6 class heatmaps + 4 box channels
+    assert isinstance(model.get_layer("shape_pool_0_bn"), keras.layers.BatchNormalization)
+    # The shape output changes when only the objects head's last layer changes: the dependency is live.
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    before = model(x)["shape"].numpy()
+    bias = model.get_layer("objects_heat_logits").bias
+    bias.assign(bias.numpy() + 3.0)
+    assert not np.allclose(before, model(x)["shape"].numpy())
+    model.compile()
+    model.save(tmp_path / "m.keras")
+    assert mk.load_model(tmp_path / "m.keras").task("shape").depends_on == ("objects",)
+
+
+def test_depends_on_flag_parses_and_names_the_mistake():
+    assert parse_depends_on("shape=objects+mask", ["shape", "objects", "mask"]) == {"shape": ("objects", "mask")}
+    assert parse_depends_on("", ["shape"]) == {}
+    with pytest.raises(MtlError, match="malformed"):
+        parse_depends_on("shape", ["shape"])
+    with pytest.raises(MtlError, match="'mask', not trained here"):
+        parse_depends_on("shape=mask", ["shape", "color"])
+
+
+def test_warmup_reaches_the_peak_rate_within_the_run():
+    opt = make_optimizer("adamw", 3e-3, total_steps=40, warmup_steps=4)
+    rates = [float(opt.learning_rate if not callable(opt._learning_rate) else opt._learning_rate(k)) for k in range(41)]
+    assert max(rates) == pytest.approx(3e-3) and rates.index(max(rates)) == 4
+    assert all(math.isfinite(r) and r >= 0 for r in rates)
