@@ -4,6 +4,8 @@ Example:
     mtl-keras compare --data shapes --tasks shape,color,box --balancers static,uncertainty,gradnorm \
         --trunk mobilenet_v3_small --image-size 64 --epochs 3 --train-size 2048 --out runs/compare
     mtl-keras compare --data shapes --tasks shape,color,box --scale-task box=100 --out runs/compare_x100
+    mtl-keras compare --data shapes --tasks shape,color,box --balancers static,uncertainty --seeds 3 \
+        --trunk mobilenet_v3_small --out runs/compare_3seeds
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from mtl_keras.errors import MtlError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``compare`` flags; the recipe flags mean what they mean for ``mtl-keras train``.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> p.parse_args(["--out", "runs/c", "--seeds", "3"]).seeds
+        3
+    """
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -28,20 +37,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=2048, help="training examples per epoch, every run")
     p.add_argument("--eval-size", type=int, default=512, help="examples of --split to score every run on")
     p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adamw", help="adamw | adam | sgd (Nesterov momentum 0.9)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (after the warm-up)")
+    p.add_argument("--warmup", type=float, default=0.05,
+                   help="fraction of the run's steps spent warming the learning rate up from 0 (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of every classification task's cross-entropy (default: %(default)s)")
     p.add_argument("--scale-task", default="",
                    help="multiply task losses in every run, e.g. box=100 (a loss in other units)")
     p.add_argument("--jit-compile", action="store_true", help="compile the train steps with XLA")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat every run with seeds --seed .. --seed+N-1 (init and training data; the same "
+                        "evaluation images); report mean ± std and Δm mean ± standard error (default: %(default)s)")
     p.add_argument("--out", required=True, help="directory for compare.json and compare.md")
 
 
 def run(args) -> int:
-    for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size"):
+    """Run the comparison and write compare.json and compare.md to ``--out``.
+
+    Example:
+        >>> from mtl_keras.cli import main
+        >>> argv = ["compare", "--tasks", "shape,box", "--seeds", "3", "--epochs", "1", "--out", "runs/c"]
+        >>> main(argv)  # doctest: +SKIP
+        0
+    """
+    for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds"):
         if getattr(args, flag) < 1:
             raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     if not args.learning_rate > 0:
         raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 <= args.warmup < 1:
+        raise MtlError(f"--warmup is a fraction of the run's steps in [0, 1), got {args.warmup}")
+    if not 0 <= args.label_smoothing < 1:
+        raise MtlError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     import warnings
 
     from mtl_keras import io
@@ -61,11 +90,16 @@ def run(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
         split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
         jit_compile=args.jit_compile, log=lambda line: print(line, flush=True), data_options=options,
+        seeds=args.seeds, optimizer=args.optimizer, warmup=args.warmup, label_smoothing=args.label_smoothing,
     )
     table = format_table(result)
     budget = result["budget"]
+    seeds = result["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
     note = (f"{args.data} {args.split} split ({args.eval_size} examples), {budget['trunk']} at {budget['image_size']} px, "
-            f"{budget['epochs']} epochs x {args.train_size} examples, batch {args.batch_size}, seed {args.seed}"
+            f"{budget['epochs']} epochs x {args.train_size} examples, batch {args.batch_size}, "
+            f"{budget['optimizer']} lr {budget['learning_rate']:g} warm-up {budget['warmup']:g}, {seed_text}"
+            + (f", label smoothing {args.label_smoothing:g}" if args.label_smoothing else "")
             + (f", loss scale {scale}" if scale else ""))
     io.write_json(os.path.join(args.out, "compare.json"), result)
     io.write_text(os.path.join(args.out, "compare.md"), f"{note}\n\n{table}\n")
