@@ -193,7 +193,8 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
     # Unknown cardinality (-1/-2) means no schedule to span: the recipe then keeps the peak rate.
     steps = max(int(train.cardinality()), 0) * settings["epochs"]
     optimizer = make_optimizer(settings["optimizer"], settings["learning_rate"], total_steps=steps,
-                               warmup_steps=int(round(settings["warmup"] * steps)))
+                               warmup_steps=int(round(settings["warmup"] * steps)),
+                               weight_decay=settings.get("weight_decay"))
     model.compile(
         optimizer=optimizer,
         loss_weights={k: v for k, v in loss_scale.items() if k in names},
@@ -229,7 +230,7 @@ def compare(
     train_size: int | None = 2048,
     eval_size: int | None = 512,
     split: str = "val",
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     loss_scale: dict | None = None,
     seed: int = 0,
     jit_compile: bool = False,
@@ -237,8 +238,9 @@ def compare(
     data_options: dict | None = None,
     seeds: int = 1,
     optimizer: str = "adamw",
-    warmup: float = 0.05,
-    label_smoothing: float = 0.0,
+    warmup: float = 0.1,
+    label_smoothing: float = 0.1,
+    weight_decay: float | None = None,
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
@@ -306,7 +308,7 @@ def compare(
     seed_list = [int(seed) + k for k in range(seeds)]
     settings = {"trunk": trunk, "image_size": int(image_size), "epochs": int(epochs), "seed": int(seed),
                 "learning_rate": float(learning_rate), "jit_compile": bool(jit_compile),
-                "optimizer": optimizer, "warmup": float(warmup)}
+                "optimizer": optimizer, "warmup": float(warmup), "weight_decay": weight_decay}
 
     def load_train(s):
         return mk.data.load(data, "train", image_size=image_size, batch_size=batch_size, tasks=task_list,

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-import keras
-
 from mtl_keras.errors import MtlError, unknown
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -37,6 +35,8 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int = 0,
         >>> [round(float(s(k)), 3) for k in (0, 5, 10, 110)]
         [0.0, 0.5, 1.0, 0.01]
     """
+    import keras
+
     if schedule not in SCHEDULES:
         raise unknown("learning-rate schedule", schedule, SCHEDULES)
     if not (peak > 0 and math.isfinite(peak)):
@@ -81,6 +81,8 @@ def make_optimizer(
         >>> type(make_optimizer("sgd", 0.1, total_steps=10)).__name__
         'SGD'
     """
+    import keras
+
     name = str(name).strip().lower()
     if name not in OPTIMIZERS:
         raise unknown("optimizer", name, OPTIMIZERS)
@@ -98,3 +100,54 @@ def make_optimizer(
                                    weight_decay=5e-5 if weight_decay is None else weight_decay)
     opt.exclude_from_weight_decay(var_names=list(NO_DECAY))
     return opt
+
+
+# The recipe's defaults, measured on the main job (README, "The recipe"); the flags of train and compare.
+DEFAULTS = {"optimizer": "adamw", "learning_rate": 2e-3, "warmup": 0.1, "label_smoothing": 0.1}
+
+
+def add_recipe_arguments(parser, schedule: bool = True) -> None:
+    """The recipe's command-line flags, shared by ``mtl-keras train`` and ``compare``.
+
+    Example:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser(); add_recipe_arguments(p)
+        >>> a = p.parse_args(["--warmup", "0.2"]); (a.optimizer, a.learning_rate, a.warmup)
+        ('adamw', 0.002, 0.2)
+    """
+    parser.add_argument("--optimizer", default=DEFAULTS["optimizer"], help="adamw | adam | sgd (Nesterov momentum 0.9)")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
+                        help="peak learning rate, after the warm-up (default: %(default)s)")
+    if schedule:
+        parser.add_argument("--lr-schedule", default="cosine", choices=list(SCHEDULES),
+                            help="cosine: decay to 1%% of the peak over the run (steady final epochs); constant: fixed rate")
+    parser.add_argument("--warmup", type=float, default=DEFAULTS["warmup"],
+                        help="fraction of the run's steps spent warming the learning rate up from 0 (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="decoupled weight decay (adamw: 1e-4, sgd: 5e-5 by default; BatchNorm and biases never decay)")
+    parser.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"],
+                        help="label smoothing of every classification task's cross-entropy (default: %(default)s)")
+
+
+def check_recipe_arguments(args) -> None:
+    """One-line errors for impossible recipe flags, before anything heavy runs.
+
+    Example:
+        >>> import argparse
+        >>> check_recipe_arguments(argparse.Namespace(optimizer="adamw", learning_rate=-1, warmup=0, label_smoothing=0))
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: --learning-rate must be positive, got -1
+    """
+    if str(args.optimizer).strip().lower() not in OPTIMIZERS:
+        raise unknown("optimizer", args.optimizer, OPTIMIZERS)
+    if not args.learning_rate > 0:
+        raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 <= args.warmup < 1:
+        raise MtlError(f"--warmup is a fraction of the run's steps in [0, 1), got {args.warmup}")
+    if not 0 <= args.label_smoothing < 1:
+        raise MtlError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    decay = getattr(args, "weight_decay", None)
+    if decay is not None and not (decay >= 0 and math.isfinite(decay)):
+        raise MtlError(f"--weight-decay must be a finite number >= 0, got {decay}")
+

@@ -10,6 +10,7 @@ import mtl_keras as mk
 from mtl_keras.cli import main
 from mtl_keras.compare import delta_m, format_table
 from mtl_keras.errors import MtlError
+from mtl_keras.recipe import DEFAULTS as RECIPE_DEFAULTS
 
 
 def test_delta_m_on_known_numbers():
@@ -260,4 +261,4 @@ def test_seeds_reach_the_training_data_and_the_init(two_seeds):
     # The recipe's optimizer spans the run: 2 steps a run (16 examples, batch 8, 1 epoch), half warm-up.
     assert {x["steps"] for x in loads if x["split"] == "train"} == {2}
     for args, kwargs in two_seeds["optimizers"]:
-        assert args[:2] == ("adamw", 1e-3) and kwargs["total_steps"] == 2 and kwargs["warmup_steps"] == 1
+        assert args[:2] == ("adamw", RECIPE_DEFAULTS["learning_rate"]) and kwargs["total_steps"] == 2 and kwargs["warmup_steps"] == 1

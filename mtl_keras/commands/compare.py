@@ -37,12 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=2048, help="training examples per epoch, every run")
     p.add_argument("--eval-size", type=int, default=512, help="examples of --split to score every run on")
     p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--optimizer", default="adamw", help="adamw | adam | sgd (Nesterov momentum 0.9)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (after the warm-up)")
-    p.add_argument("--warmup", type=float, default=0.05,
-                   help="fraction of the run's steps spent warming the learning rate up from 0 (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="label smoothing of every classification task's cross-entropy (default: %(default)s)")
+    from mtl_keras.recipe import add_recipe_arguments
+
+    add_recipe_arguments(p, schedule=False)
     p.add_argument("--scale-task", default="",
                    help="multiply task losses in every run, e.g. box=100 (a loss in other units)")
     p.add_argument("--jit-compile", action="store_true", help="compile the train steps with XLA")
@@ -65,12 +62,9 @@ def run(args) -> int:
     for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds"):
         if getattr(args, flag) < 1:
             raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
-    if not args.learning_rate > 0:
-        raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if not 0 <= args.warmup < 1:
-        raise MtlError(f"--warmup is a fraction of the run's steps in [0, 1), got {args.warmup}")
-    if not 0 <= args.label_smoothing < 1:
-        raise MtlError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    from mtl_keras.recipe import check_recipe_arguments
+
+    check_recipe_arguments(args)
     import warnings
 
     from mtl_keras import io
@@ -91,6 +85,7 @@ def run(args) -> int:
         split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
         jit_compile=args.jit_compile, log=lambda line: print(line, flush=True), data_options=options,
         seeds=args.seeds, optimizer=args.optimizer, warmup=args.warmup, label_smoothing=args.label_smoothing,
+        weight_decay=args.weight_decay,
     )
     table = format_table(result)
     budget = result["budget"]

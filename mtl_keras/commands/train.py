@@ -21,6 +21,8 @@ RUN_FILES = ("model.keras", "history.csv", "config.json", "metrics.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mtl_keras.recipe import add_recipe_arguments
+
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); "
@@ -31,18 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--optimizer", default="adamw", help="adamw | adam | sgd (Nesterov momentum 0.9)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (after the warm-up)")
-    p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
-                   help="cosine: decay to 1%% of the peak over the run (steady final epochs); constant: fixed rate")
-    p.add_argument("--warmup", type=float, default=0.05,
-                   help="fraction of the run's steps spent warming the learning rate up from 0 (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="decoupled weight decay (adamw: 1e-4, sgd: 5e-5 by default; BatchNorm and biases never decay)")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="label smoothing of every classification task's cross-entropy (default: %(default)s)")
-    p.add_argument("--zero-init-residual", default=True, action=argparse.BooleanOptionalAction,
-                   help="start each ResNet residual block as the identity (last BatchNorm scale 0); from-scratch trunks only")
+    add_recipe_arguments(p)
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
     p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
@@ -105,6 +96,8 @@ def parse_depends_on(text: str, task_names) -> dict:
 
 def validate(args) -> None:
     """Reject impossible settings before anything heavy is imported or written."""
+    from mtl_keras.recipe import check_recipe_arguments
+
     for flag in ("epochs", "batch_size", "image_size"):
         if getattr(args, flag) < 1:
             raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
@@ -112,14 +105,9 @@ def validate(args) -> None:
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {v}")
-    if not args.learning_rate > 0:
-        raise MtlError(f"--learning-rate must be positive, got {args.learning_rate}")
+    check_recipe_arguments(args)
     if not 0 <= args.bn_momentum < 1:
         raise MtlError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
-    if not 0 <= args.warmup < 1:
-        raise MtlError(f"--warmup is a fraction of the run's steps in [0, 1), got {args.warmup}")
-    if not 0 <= args.label_smoothing < 1:
-        raise MtlError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
 
 
 def prepare_run_dir(args) -> None:
