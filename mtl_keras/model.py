@@ -254,7 +254,7 @@ def build_model(
     A task's ``depends_on`` feeds the outputs of those tasks into its head.
     ``zero_init_residual`` starts each residual block of a from-scratch ResNet as the identity
     (``mtl_keras.trunks.zero_residual_gammas``). ``pool_pyramid`` (default: when a task is dense)
-    feeds each global head an attention-pooled view of the shared feature pyramid beside ``c5``'s average.
+    feeds the global heads the average of the shared feature pyramid beside that of ``c5``.
 
     Example:
         >>> import mtl_keras as mk
@@ -273,10 +273,10 @@ def build_model(
     if pool_pyramid is None:
         pool_pyramid = any(t.dense for t in tasks)
     if pool_pyramid:
-        # Global heads also read the pyramid that the dense heads train pixel by pixel, each through
-        # its own attention pooling (Task.head): an object's class and colour are there, at its
-        # place, long before the stride-32 c5 map has learned them.
-        features["pyramid"] = fpn_features(features)
+        # Global heads also read the pooled pyramid that the dense heads train pixel by pixel: the
+        # largest object fills most of it, so its class is there long before c5 has learned it.
+        pyramid = keras.layers.GlobalAveragePooling2D(name="pyramid_pool")(fpn_features(features))
+        features["pooled"] = keras.layers.Concatenate(name="shared_features")([features["pooled"], pyramid])
     branches = {}
     if branch_point is not None:
         if branch_point not in ("c3", "c4"):

@@ -94,34 +94,13 @@ def test_zero_init_residual_zeroes_exactly_the_last_batchnorm_of_each_resnet_blo
 def test_global_heads_read_the_pooled_pyramid_only_when_a_dense_head_trains_it():
     dense = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64)
     names = {l.name for l in dense.layers}
-    assert {"shape_attention_pool", "shape_features", "fpn_lateral_c2"} <= names
+    assert {"pyramid_pool", "shared_features", "fpn_lateral_c2"} <= names
     assert dense.get_layer("shape_hidden").input.shape[-1] == dense.get_layer("shared_pool").output.shape[-1] + 64
     plain = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "color"]), "mobilenet_v3_small", 64)
-    assert not {"shape_attention_pool", "shape_features"} & {l.name for l in plain.layers}
+    assert not {"pyramid_pool", "shared_features"} & {l.name for l in plain.layers}
     forced = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64,
                             pool_pyramid=False)
-    assert "shape_attention_pool" not in {l.name for l in forced.layers}
-
-
-def test_attention_pooling_starts_as_an_average_and_learns_to_look_where_the_label_is():
-    import tensorflow as tf
-
-    from mtl_keras.layers import attention_pool
-
-    # The label is the value of the one marked cell; an average dilutes it 16-fold, attention need not.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 4, 4, 2)).astype("float32")
-    x[..., 1] = 0.0
-    r, c = rng.integers(0, 4, 256), rng.integers(0, 4, 256)
-    x[np.arange(256), r, c, 1] = 5.0
-    y = x[np.arange(256), r, c, 0]
-    inp = keras.Input((4, 4, 2))
-    model = keras.Model(inp, keras.layers.Dense(1)(attention_pool(inp, "t")))
-    np.testing.assert_allclose(keras.Model(inp, model.get_layer("t_attention_vector").output)(x), x.mean((1, 2)), atol=1e-5)
-    model.compile(keras.optimizers.Adam(0.05), "mse")
-    tf.random.set_seed(0)
-    model.fit(x, y, epochs=60, batch_size=64, verbose=0)
-    assert float(model.evaluate(x, y, verbose=0)) < 0.1 * float(np.var(y))
+    assert "pyramid_pool" not in {l.name for l in forced.layers}
 
 
 def test_a_dense_dependency_is_pooled_standardised_and_reaches_the_head(tmp_path):

@@ -1,8 +1,7 @@
 """Custom Keras layers of mtl_keras; each is registered so `.keras` files load with safe_mode=True."""
 
-from mtl_keras.layers.attention_pool import attention_pool
 from mtl_keras.layers.boxes import CenterSizeToCorners
 from mtl_keras.layers.fpn import fpn_features
 from mtl_keras.layers.preprocess import TrunkPreprocess
 
-__all__ = ["CenterSizeToCorners", "attention_pool", "TrunkPreprocess", "fpn_features"]
+__all__ = ["CenterSizeToCorners", "TrunkPreprocess", "fpn_features"]

@@ -10,7 +10,6 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.layers.attention_pool import attention_pool
 
 TASK_TYPES: dict[str, type["Task"]] = {}
 
@@ -66,14 +65,8 @@ class Task:
 
         ``features`` holds the trunk taps (``c3``, ``c4``, ``c5``) and ``pooled`` (the shared
         global-average vector); ``extra`` are the outputs of the tasks this one ``depends_on``.
-        Where the model has a feature pyramid trained by dense heads (``pyramid``), the head also
-        reads it through its own attention pooling (``mtl_keras.layers.attention_pool``).
         """
-        x = features["pooled"]
-        if "pyramid" in features:
-            looked = attention_pool(features["pyramid"], self.name)
-            x = keras.layers.Concatenate(name=f"{self.name}_features")([x, looked])
-        return self.mlp(x, extra)
+        return self.mlp(features["pooled"], extra)
 
     def mlp(self, x, extra=None):
         """The shared part of every global head: [deps] -> hidden Dense -> logits -> output layer.
