@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     add_recipe_arguments(p)
+    p.add_argument("--zero-init-residual", default=True, action=argparse.BooleanOptionalAction,
+                   help="start each ResNet residual block as the identity (last BatchNorm scale 0); from-scratch trunks only")
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
     p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
