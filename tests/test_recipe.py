@@ -135,3 +135,25 @@ def test_warmup_reaches_the_peak_rate_within_the_run():
     rates = [float(opt.learning_rate if not callable(opt._learning_rate) else opt._learning_rate(k)) for k in range(41)]
     assert max(rates) == pytest.approx(3e-3) and rates.index(max(rates)) == 4
     assert all(math.isfinite(r) and r >= 0 for r in rates)
+
+
+def test_resuming_a_run_saved_before_the_recipe_flags_keeps_its_old_recipe(tmp_path):
+    import argparse
+    import json
+
+    from mtl_keras.commands.train import add_arguments, load_resume_config
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    old = vars(p.parse_args(["--out", str(tmp_path)]))
+    for key in ("optimizer", "warmup", "label_smoothing", "weight_decay", "depends_on", "zero_init_residual"):
+        del old[key]
+    old["learning_rate"] = 1e-3
+    (tmp_path / "config.json").write_text(json.dumps({"args": old}))
+    args = load_resume_config(p.parse_args(["--out", str(tmp_path), "--resume"]))
+    assert (args.optimizer, args.warmup, args.label_smoothing, args.learning_rate) == ("adam", 0.0, 0.0, 1e-3)
+    assert args.weight_decay is None and args.depends_on == "" and args.zero_init_residual is False
+    # A run saved with the flags keeps its own values.
+    (tmp_path / "config.json").write_text(json.dumps({"args": {**old, "optimizer": "sgd", "warmup": 0.2}}))
+    args = load_resume_config(p.parse_args(["--out", str(tmp_path), "--resume"]))
+    assert (args.optimizer, args.warmup) == ("sgd", 0.2)

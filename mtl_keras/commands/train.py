@@ -18,6 +18,9 @@ import time
 from mtl_keras.errors import MtlError
 
 RUN_FILES = ("model.keras", "history.csv", "config.json", "metrics.json")
+# What runs saved before the recipe flags trained with (Adam, no warm-up, no smoothing, no decay).
+PRE_RECIPE_SETTINGS = {"optimizer": "adam", "warmup": 0.0, "label_smoothing": 0.0, "weight_decay": None,
+                       "depends_on": "", "zero_init_residual": False}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -152,6 +155,9 @@ def load_resume_config(args):
         raise MtlError(f"nothing to resume in {args.out}: it holds no config.json of an earlier run")
     with open(path) as f:
         saved = json.load(f)["args"]
+    # A run saved before a flag existed trained without it: resume it with what it used then, not
+    # with today's defaults (a different optimizer or schedule half-way through a run).
+    saved = {**PRE_RECIPE_SETTINGS, **saved}
     for key, value in saved.items():
         if key not in ("resume", "force", "out"):
             setattr(args, key, value)
