@@ -272,7 +272,7 @@ def compare(
     """
     import mtl_keras as mk
     from mtl_keras.balancing import BALANCERS
-    from mtl_keras.recipe import OPTIMIZERS
+    from mtl_keras.recipe import OPTIMIZERS, configure_tasks
 
     # Checked before any data is read: a typo must not cost a training run.
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -296,9 +296,7 @@ def compare(
     task_list = mk.tasks.from_dataset(data, names=tasks, **data_options)
     if len(task_list) < 2:
         raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
-    for task in task_list:
-        if task.kind == "classification":
-            task.label_smoothing = float(label_smoothing)
+    configure_tasks(task_list, label_smoothing)
     loss_scale = dict(loss_scale or {})
     for name, value in loss_scale.items():
         if name not in [t.name for t in task_list]:

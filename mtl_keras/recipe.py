@@ -102,6 +102,25 @@ def make_optimizer(
     return opt
 
 
+def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None = None) -> list:
+    """Apply the recipe's per-task settings in place: label smoothing on every classification task,
+    and ``depends_on`` (``{task: (other, ...)}``, e.g. from ``--depends-on``); returns ``tasks``.
+
+    Example:
+        >>> from mtl_keras.tasks import ClassificationTask
+        >>> [t] = configure_tasks([ClassificationTask("shape", ["a", "b"])], 0.1, {"shape": ("mask",)})
+        >>> t.label_smoothing, t.depends_on
+        (0.1, ('mask',))
+    """
+    depends_on = depends_on or {}
+    for task in tasks:
+        if task.kind == "classification":
+            task.label_smoothing = float(label_smoothing)
+        if task.name in depends_on:
+            task.depends_on = tuple(depends_on[task.name])
+    return tasks
+
+
 # The recipe's defaults, measured on the main job (README, "The recipe"); the flags of train and compare.
 DEFAULTS = {"optimizer": "adamw", "learning_rate": 2e-3, "warmup": 0.1, "label_smoothing": 0.1}
 

@@ -200,16 +200,12 @@ def run(args) -> int:
     from mtl_keras.distribute import get_strategy
     from mtl_keras.evaluate import evaluate_model, format_table
     from mtl_keras.perf import ThroughputLogger, set_mixed_precision
+    from mtl_keras.recipe import configure_tasks
 
     keras.utils.set_random_seed(args.seed)
     policy = set_mixed_precision(args.mixed_precision, print_fn=print)
     tasks = mk.tasks.from_dataset(args.data, names=args.tasks, **data_opts)
-    dependencies = parse_depends_on(args.depends_on, [t.name for t in tasks])
-    for task in tasks:
-        if task.kind == "classification":
-            task.label_smoothing = float(args.label_smoothing)
-        if task.name in dependencies:
-            task.depends_on = dependencies[task.name]
+    configure_tasks(tasks, args.label_smoothing, parse_depends_on(args.depends_on, [t.name for t in tasks]))
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in [t.name for t in tasks]]
     if unknown_weights:
