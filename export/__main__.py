@@ -13,8 +13,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The export options (shared by ``python -m export`` and ``mtl-keras export``)."""
@@ -78,11 +76,15 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m export``: parse, run, and turn user errors into one line and exit status 2."""
-    from mtl_keras.cli import run_reporting_errors
+    from mtl_keras.cli import add_verbose_argument, run_reporting_errors
+    from mtl_keras.startup import start_tensorflow, verbose_requested
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    start_tensorflow(verbose=verbose_requested(argv))
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
+    add_verbose_argument(parser)
     return run_reporting_errors(run, parser.parse_args(argv))
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mtl_keras.startup import VERBOSE_ENV, start_tensorflow, verbose_requested
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     from mtl_keras.commands import COMMANDS
 
     parser = argparse.ArgumentParser(prog="mtl-keras", description="Multi-task learning for Keras.")
+    add_verbose_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__)
         module.add_arguments(p)
+        add_verbose_argument(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def add_verbose_argument(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: show TensorFlow's start-up lines (read from argv before the parser runs).
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_verbose_argument(p); p.parse_args(["--verbose"]).verbose
+        True
+    """
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help=f"show TensorFlow's start-up log lines (or set {VERBOSE_ENV}=1)")
 
 
 def run_reporting_errors(run, args) -> int:
@@ -72,6 +84,9 @@ def main(argv=None) -> int:
         >>> main(["evaluate", "does-not-exist.keras"])
         2
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before the parser: building it imports the commands, and they import TensorFlow.
+    start_tensorflow(verbose=verbose_requested(argv))
     args = build_parser().parse_args(argv)
     return run_reporting_errors(args._run, args)
 

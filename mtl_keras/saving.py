@@ -22,6 +22,9 @@ def load_model(path, safe_mode: bool = True, compile: bool = True):
         ...
         mtl_keras.errors.MtlError: model file not found: missing.keras
     """
+    # Registers every mtl_keras layer, loss, metric and balancer with Keras before the file is read
+    # (the package itself loads lazily).
+    from mtl_keras import balancing, layers, tasks  # noqa: F401
     from mtl_keras.model import MultiTaskModel
 
     path = os.fspath(path)
