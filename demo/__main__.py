@@ -6,6 +6,7 @@ export folder (.tflite + model_card.json) onto a device and run it there.
 Example:
     python -m demo runs/x/export/model_int8.tflite photos/ cat.jpg --out runs/demo
     python -m demo runs/x/export/model_int8.tflite --samples 8      # built-in scenes, no picture needed
+    python -m demo runs/x/export/model_int8.tflite --benchmark      # latency and memory per setting (demo/benchmark.py)
 
 Exit status: 0 all pictures ran; 1 some were refused (each with a one-line reason); 2 the model
 cannot be used (missing card, a .tflite of another kind, ...).
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, help="score threshold of multi-label and detection heads (default: the card's)")
     p.add_argument("--max-objects", type=int, default=None, help="most objects drawn per detection head (default: the card's)")
     p.add_argument("--no-xnnpack", action="store_true", help="run on the built-in CPU kernels, without the XNNPACK delegate")
+    from demo import benchmark
+
+    benchmark.add_arguments(p)
 
 
 def _stem(index: int, name: str) -> str:
@@ -75,6 +79,10 @@ def run(args) -> int:
     from demo.model_card import check_outputs, load_card
     from demo.runner import LiteModel, ModelError, latency_summary
 
+    if getattr(args, "benchmark", False):
+        from demo import benchmark
+
+        return benchmark.run(args)
     if args.threads < 1:
         print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
         return 2
