@@ -24,6 +24,13 @@ import tempfile
 
 VERBOSE_ENV = "MTL_KERAS_VERBOSE"
 
+# One-line notices of the TFLite converter and LiteRT, printed from C++ once per process or per conversion.
+LITE_NOISE = re.compile(
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"
+    r"|^INFO: Initialized TensorFlow Lite runtime\.$"
+    r"|^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$"
+)
+
 # glog's prefix, e.g. "I0000 00:00:1795984002.034343   23227 port.cc:153] ".
 GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
 

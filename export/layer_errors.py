@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from demo.quiet import LITE_NOISE, held_stderr
 from mtl_keras.errors import MtlError
 
 COLUMNS = ("order", "layer", "relative_error", "steps_per_std", "float_std", "float_max", "scale", "tensor")
@@ -172,7 +173,8 @@ def _interpreter(model):
         warnings.filterwarnings("ignore", message=".*preserve_all_tensors.*")  # debugging is the point here
         kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
         interp = Interpreter(**kwargs, experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
+    with held_stderr(LITE_NOISE):
+        interp.allocate_tensors()
     return interp
 
 

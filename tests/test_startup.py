@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from demo.quiet import GLOG_PREFIX, held_stderr
+from demo.quiet import GLOG_PREFIX, LITE_NOISE, held_stderr
 from mtl_keras.startup import STARTUP_NOISE, verbose_requested
 
 # The lines TensorFlow 2.21 printed before this change on a CPU machine, as a user saw them.
@@ -58,6 +58,15 @@ def test_a_failing_block_shows_everything_it_printed(capfd):
     except ImportError:
         pass
     assert capfd.readouterr().err == SEEN
+
+
+def test_converter_and_litert_notices_are_dropped(capfd):
+    notices = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+               "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: FLOAT32\n")
+    with held_stderr(LITE_NOISE) as held:
+        os.write(2, (notices + "INFO: something else\n").encode())
+    assert held.kept == "INFO: something else\n"
+    assert capfd.readouterr().err == held.kept
 
 
 def test_later_native_errors_reach_the_user(capfd):
