@@ -46,6 +46,8 @@ def _samples(card: dict, count: int, size: int) -> list:
     """``count`` test scenes of the dataset the model was trained on (shapes or digits)."""
     from demo import scenes
 
+    if count <= 0:  # no --samples: nothing drawn, so nothing to say about what would be drawn
+        return []
     source = (card.get("source") or {}).get("data") or "shapes"
     if source not in ("shapes", "digits"):
         print(f"note: the model was trained on {source}; --samples draws built-in shapes scenes", file=sys.stderr)
@@ -75,7 +77,7 @@ def run(args) -> int:
 
     from demo import files, gallery, heads
     from demo.draw import annotate
-    from demo.images import ImageError, find_images, load_image, resize_for_model
+    from demo.images import ImageError, find_images, read_picture, resize_for_model
     from demo.model_card import check_outputs, load_card
     from demo.runner import LiteModel, ModelError, latency_summary
 
@@ -113,7 +115,7 @@ def run(args) -> int:
     records, failures, times = [], [], []
     for index, (name, pixels, truth) in enumerate(work):
         try:
-            image = load_image(name) if pixels is None else pixels
+            image, conversions = read_picture(name, size=model.image_size) if pixels is None else (pixels, [])
         except ImageError as e:
             failures.append({"input": name, "reason": str(e)})
             print(f"skipped {name}: {e}", file=sys.stderr)
@@ -137,7 +139,9 @@ def run(args) -> int:
         files.write_bytes(os.path.join(args.out, f"{stem}.png"), _png(picture))
         view = Image.fromarray(image).resize(_view(image), Image.BILINEAR)
         files.write_bytes(os.path.join(args.out, f"{stem}.input.png"), _png(view))
-        records.append({"input": name, "size": [int(image.shape[1]), int(image.shape[0])],
+        if conversions:
+            print(f"converted {name}: {'; '.join(conversions)}")
+        records.append({"input": name, "size": [int(image.shape[1]), int(image.shape[0])], "conversions": conversions,
                         "annotated": f"{stem}.png", "input_view": f"{stem}.input.png",
                         "latency_ms": round(times[-1], 3), "tasks": rec_tasks, "drawn": drawn,
                         **({"truth": truth} if truth else {})})

@@ -19,6 +19,19 @@ def _e(text) -> str:
     return _html.escape(str(text), quote=True)
 
 
+def conversions_line(record: dict) -> str:
+    """The small caption line saying how a picture was converted for the model ('' when it was not).
+
+    Example:
+        >>> conversions_line({"conversions": ["grayscale → RGB", "EXIF rotated 90°"]})
+        '<div class=conv>converted: grayscale → RGB; EXIF rotated 90°</div>'
+        >>> conversions_line({"conversions": []})
+        ''
+    """
+    notes = record.get("conversions") or []
+    return f"<div class=conv>converted: {_e('; '.join(notes))}</div>" if notes else ""
+
+
 def render(predictions: dict) -> str:
     """The gallery page for a ``predictions.json`` document.
 
@@ -36,6 +49,7 @@ def render(predictions: dict) -> str:
             f"<div class=pair><a href='{_e(rec['input_view'])}'><img src='{_e(rec['input_view'])}' alt='input'></a>"
             f"<a href='{_e(rec['annotated'])}'><img src='{_e(rec['annotated'])}' alt='annotated'></a></div>"
             f"<figcaption><b>{_e(rec['input'])}</b> ({rec['size'][0]}x{rec['size'][1]}, {rec['latency_ms']:.2f} ms)"
+            f"{conversions_line(rec)}"
             f"<pre>{_e(json.dumps(tasks, indent=1))}</pre>"
             + (f"<details><summary>ground truth</summary><pre>{_e(json.dumps(truth, indent=1))}</pre></details>" if truth else "")
             + "</figcaption></figure>"
@@ -54,6 +68,7 @@ figure {{ display: inline-block; vertical-align: top; margin: 0 1em 1.5em 0; bac
 .pair img {{ height: 320px; margin-right: .3em; image-rendering: auto; }}
 pre {{ font-size: 11px; max-width: 640px; max-height: 220px; overflow: auto; background: #f4f4f4; }}
 .fail {{ color: #a00; }}
+.conv {{ color: #666; font-size: 12px; }}
 </style></head>
 <body>
 <h1>mtl-keras demo</h1>

@@ -1,14 +1,14 @@
-"""Finding and loading input pictures, with a one-line reason for each one that cannot be used.
+"""Finding input pictures, loading them (through ``demo.pictures``) and resizing them for the model.
 
-The model takes 8-bit RGB. Anything else (grayscale, RGBA, palette, 16-bit, CMYK), a file Pillow
-cannot read, a truncated file, an image too small to show anything or too large to hold safely in
-memory is refused with the reason, so the other pictures still run.
+How a picture is read, converted to 8-bit RGB or refused with a one-line reason lives in
+``demo.pictures.read_picture``, shared with training; ``ImageError``, ``MIN_SIDE`` and
+``MAX_PIXELS`` are re-exported here for existing callers.
 
 Example:
     >>> load_image("missing.png")
     Traceback (most recent call last):
     ...
-    demo.images.ImageError: file not found
+    demo.pictures.ImageError: file not found
 """
 
 from __future__ import annotations
@@ -16,22 +16,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from demo.pictures import MAX_PIXELS, MIN_SIDE, ImageError, read_picture
+
+__all__ = ["EXTENSIONS", "MAX_PIXELS", "MIN_SIDE", "ImageError", "find_images", "load_image", "read_picture",
+           "resize_for_model"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-MIN_SIDE = 16
-MAX_PIXELS = 40_000_000
-
-_MODE_NAMES = {
-    "1": "1-bit black-and-white", "L": "grayscale", "LA": "grayscale with alpha", "P": "palette",
-    "PA": "palette with alpha", "RGBA": "RGBA", "RGBa": "RGBA", "CMYK": "CMYK", "YCbCr": "YCbCr",
-    "LAB": "Lab", "HSV": "HSV", "I": "32-bit integer", "F": "32-bit float", "I;16": "16-bit grayscale",
-    "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale", "I;16N": "16-bit grayscale",
-}
-
-
-class ImageError(ValueError):
-    """A picture the demo cannot use; the message is the one-line reason."""
 
 
 def find_images(paths) -> list[str]:
@@ -59,48 +51,17 @@ def find_images(paths) -> list[str]:
 
 
 def load_image(path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The picture at ``path`` as uint8 ``[H, W, 3]`` RGB, upright (EXIF orientation applied).
+    """The picture at ``path`` as upright uint8 ``[H, W, 3]`` RGB: ``read_picture`` without its notes.
+
+    Kept for callers that only want the pixels; ``read_picture`` also says what was converted.
 
     Example:
         >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "g.png"); Image.new("L", (32, 32)).save(p)
-        >>> load_image(p)
-        Traceback (most recent call last):
-        ...
-        demo.images.ImageError: grayscale image (mode L): the model takes 8-bit RGB; convert it to RGB first
+        >>> p = os.path.join(tempfile.mkdtemp(), "g.png"); Image.new("L", (32, 32), 9).save(p)
+        >>> load_image(p)[0, 0].tolist()
+        [9, 9, 9]
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageError("file not found")
-    if os.path.isdir(path):
-        raise ImageError("is a folder with no image files")
-    try:
-        image = Image.open(path)
-    except UnidentifiedImageError:
-        raise ImageError("not an image file (Pillow cannot identify its format)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"image too large to decode safely: {e}".split(" could be")[0]) from None
-    except OSError as e:
-        raise ImageError(f"cannot open: {e}") from None
-    with image:
-        w, h = image.size
-        if min(w, h) < min_side:
-            raise ImageError(f"image is {w}x{h} pixels; at least {min_side}x{min_side} is needed to see anything")
-        if w * h > max_pixels:
-            raise ImageError(f"image is {w}x{h} pixels ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit")
-        raw_modes = [t[3] if len(t) > 3 else None for t in (getattr(image, "tile", None) or [])]
-        sixteen_bit = any(isinstance(m, str) and ";16" in m for m in raw_modes)
-        if image.mode != "RGB":
-            kind = _MODE_NAMES.get(image.mode, image.mode)
-            raise ImageError(f"{kind} image (mode {image.mode}): the model takes 8-bit RGB; convert it to RGB first")
-        if sixteen_bit:
-            raise ImageError("16-bit-per-channel RGB image: the model takes 8-bit RGB; convert it to 8 bits first")
-        try:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), np.uint8).copy()
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"truncated or corrupt image data ({_line(e)})") from None
+    return read_picture(path, min_side=min_side, max_pixels=max_pixels)[0]
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -114,7 +75,3 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.uint8)
 
-
-def _line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
