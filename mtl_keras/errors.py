@@ -3,6 +3,9 @@
 # Brackets around a label check's message inside a TensorFlow error (see mtl_keras.tasks.checks).
 LABEL_MARKER = "mtl_keras bad label: "
 LABEL_END = " :end"
+# Brackets around "FILE: reason" of a picture the shared reader refused (see mtl_keras.data.pictures).
+IMAGE_MARKER = "mtl_keras bad image: "
+IMAGE_END = " :end"
 # First lines of TensorFlow's image decoders when a file is not an image or is cut short.
 _DECODE_ERRORS = ("Unknown image file format", "Invalid PNG data", "Invalid JPEG data", "Invalid GIF data",
                   "Invalid BMP data", "Corrupt JPEG data", "Premature end of JPEG", "not a valid image",
@@ -49,9 +52,13 @@ def from_tf_error(error: BaseException, find_bad_images=None) -> MtlError | None
     text = str(error)
     found = re.search(re.escape(LABEL_MARKER) + "(.*?)" + re.escape(LABEL_END), text, re.S)
     if found:
-        # TensorFlow quotes and escapes the assert's string when it prints it.
-        message = found.group(1).replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
-        return MtlError(" ".join(message.split()))
+        return MtlError(_unquote(found.group(1)))
+    found = re.search(re.escape(IMAGE_MARKER) + "(.*?)" + re.escape(IMAGE_END), text, re.S)
+    if found:
+        bad = (find_bad_images() if find_bad_images else []) or [_unquote(found.group(1))]
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return MtlError(f"{len(bad)} image file(s) of the data could not be read: {shown}; "
+                        "replace or remove them")
     if type(error).__name__ not in ("InvalidArgumentError", "DataLossError", "UnknownError"):
         return None
     starts = [text.find(k) for k in _DECODE_ERRORS[:-3] if k in text]
@@ -62,3 +69,9 @@ def from_tf_error(error: BaseException, find_bad_images=None) -> MtlError | None
     where = f" ({len(bad)} unreadable: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})" if bad else ""
     return MtlError(f"an image file of the data could not be decoded{where}: {reason[:200]}; "
                     "replace or remove corrupt, truncated or non-image files")
+
+
+def _unquote(message: str) -> str:
+    # TensorFlow quotes and escapes an assert's string when it prints it.
+    message = message.replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+    return " ".join(message.split())

@@ -39,6 +39,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from demo.pictures import ImageError, read_picture
+from mtl_keras.data.pictures import read_picture_tensor
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.tasks import BoxTask, ClassificationTask, DetectionTask, MultilabelTask, SegmentationTask
 
@@ -200,18 +202,18 @@ class CocoJsonSource:
             raise MtlError(f"{len(missing)} image file(s) named in the COCO JSON are missing under {self.root}: {shown}")
 
     def unreadable_images(self) -> list[str]:
-        """File names (relative to the data dir) that TensorFlow's decoder rejects; slow, for diagnosis.
+        """``"FILE: reason"`` for each picture the shared reader refuses (as the demo would); slow, for diagnosis.
 
         Example:
             >>> CocoJsonSource("tests/data/coco").unreadable_images()  # doctest: +SKIP
-            []
+            ['im12.png: truncated or corrupt image data (image file is truncated)']
         """
         bad = []
         for name in sorted({im["file_name"] for ims in self._images.values() for im in ims}):
             try:
-                tf.io.decode_image(tf.io.read_file(self.resolve(name)), channels=3, expand_animations=False)
-            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.UnknownError):
-                bad.append(name)
+                read_picture(self.resolve(name))
+            except ImageError as e:
+                bad.append(f"{name}: {e}")
         return bad
 
     def class_names(self) -> dict:
@@ -294,7 +296,11 @@ class CocoJsonSource:
 
     # ----- tf.data ------------------------------------------------------------------------------
     def examples(self, split: str, image_size: int, size: int | None = None) -> tf.data.Dataset:
-        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split."""
+        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split.
+
+        Pictures are read by ``demo.pictures.read_picture`` (as the device runner reads them) with
+        ``image_size`` as the target, so a large JPEG may be decoded at a reduced scale.
+        """
         if split not in SPLITS:
             raise unknown("split", split, SPLITS)
         images = self._images[split]
@@ -304,6 +310,7 @@ class CocoJsonSource:
             raise MtlError(f"split {split!r} of {self.name} has no images")
         labels = [self.labels_of(split, im) for im in images]
         paths = [self.resolve(im["file_name"]) for im in images]
+        names = [str(im["file_name"]) for im in images]
         table = {
             "category": np.stack([l["category"] for l in labels]),
             "box": np.stack([l["box"] for l in labels]),
@@ -313,13 +320,14 @@ class CocoJsonSource:
                 "labels": np.stack([l["objects"]["labels"] for l in labels]),
             },
         }
-        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(images)), paths, table))
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(images)), paths, names, table))
 
         def mask_at(i):
             return self.mask_of(split, images[int(i)])
 
-        def to_example(i, path, labels):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        def to_example(i, path, name, labels):
+            # The demo's reader, not tf.io.decode_image: the same pixels the device runner sees.
+            image = read_picture_tensor(path, name, image_size)
             labels = dict(labels)
             if self.has_masks:
                 mask = tf.numpy_function(mask_at, [i], tf.uint8, stateful=False)
