@@ -64,7 +64,7 @@ def _png16(width, height):
 
 
 def write_picture(path, kind):
-    """A picture file of one kind: good, text, truncated, grayscale, rgba, rgb16."""
+    """A picture file of one kind: good, text, truncated, tiny, empty, bomb, grayscale, rgba, rgb16."""
     rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3)).astype(np.uint8)
     if kind == "text":
         path.write_text("this is text, not a picture")
@@ -78,6 +78,16 @@ def write_picture(path, kind):
         Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(path, format="PNG")
     elif kind == "rgb16":
         path.write_bytes(_png16(48, 40))
+    elif kind == "tiny":
+        Image.fromarray(rgb[:8, :8]).save(path, format="PNG")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "bomb":  # a 900 MP header with no data: Pillow's decompression-bomb check stops it
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+        ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     else:
         Image.fromarray(rgb).save(path, format="PNG")
     return path
@@ -212,13 +222,13 @@ def test_train_rejects_bad_labels(tmp_path, capsys, bad_source, case, relabel, t
     check_refused(capsys, cli, argv, *words, absent=[out / "model.keras", out / "metrics.json"])
 
 
-@pytest.mark.parametrize("kind, words", [("text", ["Unknown image file format"]), ("truncated", ["Invalid PNG data"])],
+@pytest.mark.parametrize("kind, words", [("text", ["not an image file"]), ("truncated", ["truncated or corrupt"])],
                          ids=["non_image_file", "truncated_file"])
 def test_train_names_undecodable_images(tmp_path, capsys, kind, words):
     root = coco_dir(tmp_path / "data", bad_kind=kind)
     out = tmp_path / "r"
     argv = ["train", "--data", f"coco:{root}", "--tasks", "category", *TINY, "--out", out]
-    check_refused(capsys, cli, argv, "could not be decoded", "im12.png", *words,
+    check_refused(capsys, cli, argv, "1 image file(s) of the data could not be read", "im12.png: ", *words,
                   absent=[out / "model.keras", out / "metrics.json"])
 
 
@@ -227,7 +237,7 @@ CASES += [("train", "non_image_file"), ("train", "truncated_file")]
 
 @pytest.mark.parametrize("kind", ["grayscale", "rgba", "rgb16"])
 def test_train_converts_other_pixel_formats_to_rgb8(tmp_path, kind):
-    """Not refused in training: COCO itself holds grayscale JPEGs; the decoder gives 8-bit RGB of the same picture."""
+    """Not refused in training: COCO itself holds grayscale JPEGs; the shared reader gives 8-bit RGB (alpha on white)."""
     import tensorflow as tf
 
     from mtl_keras.data.coco import CocoJsonSource
@@ -236,7 +246,9 @@ def test_train_converts_other_pixel_formats_to_rgb8(tmp_path, kind):
     [ex] = [e for e in CocoJsonSource(str(root)).examples("train", 32, size=1)]
     image = ex["image"].numpy()
     assert image.shape == (40, 48, 3) and image.dtype == np.uint8
-    reference = np.asarray(Image.open(root / "images" / "im12.png").convert("RGB")) if kind != "rgb16" else None
+    reference = np.asarray(Image.open(root / "images" / "im12.png").convert("RGBA")).astype(int)
+    alpha = reference[..., 3:]
+    reference = (reference[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255  # composited on white
     if kind == "rgb16":  # 0x1234 in every channel, scaled to 8 bits
         assert set(np.unique(image)) == {0x12}
     else:
@@ -407,8 +419,9 @@ def test_demo_rejects_unusable_models_and_outputs(exported, tmp_path, capsys, ca
 
 CASES += [("demo", c) for c in ("tflite_without_card", "tflite_not_a_model", "demo_out_is_a_file")]
 
-DEMO_PICTURES = {"text": "not an image file", "truncated": "truncated", "grayscale": "grayscale",
-                 "rgba": "RGBA", "rgb16": "16-bit"}
+# Grayscale, RGBA and 16-bit pictures are converted now, not refused (tests/test_pictures.py).
+DEMO_PICTURES = {"text": "not an image file", "truncated": "truncated", "tiny": "at least 16x16 is needed",
+                 "empty": "empty file (0 bytes)", "bomb": "too large to decode safely"}
 CASES += [("demo", f"picture_{k}") for k in DEMO_PICTURES]
 
 

@@ -157,26 +157,31 @@ def bad_inputs(tmp_path):
     Image.fromarray((good[..., 0].astype(np.uint16) * 257)).save(d / "gray16.png")
     (d / "rgb16.png").write_bytes(_png(20, 20, 16, 2, b"".join(b"\x00" + b"\x12\x34" * 60 for _ in range(20))))
     Image.fromarray(good[:1, :1]).save(d / "dot.png")
-    (d / "huge.png").write_bytes(_png(9000, 6000, 8, 2))
+    (d / "huge.png").write_bytes(_png(12000, 9000, 8, 2))
     (d / "bomb.png").write_bytes(_png(30000, 30000, 8, 2))
+    (d / "empty.png").write_bytes(b"")
     return d
 
 
 EXPECTED_REASONS = {
-    "notes.png": "not an image file", "truncated.png": "truncated", "gray.png": "grayscale",
-    "rgba.png": "RGBA", "gray16.png": "16-bit", "rgb16.png": "16-bit", "dot.png": "1x1 pixels",
-    "huge.png": "over the 40 MP limit", "bomb.png": "too large", "missing.png": "file not found",
+    "notes.png": "not an image file", "truncated.png": "truncated", "dot.png": "1x1 pixels",
+    "huge.png": "over the 90 MP that are decoded safely", "bomb.png": "too large", "missing.png": "file not found",
+    "empty.png": "empty file",
 }
+# Not refused any more: converted to 8-bit RGB, each conversion recorded (tests/test_pictures.py has them all).
+CONVERTED = {"gray.png": ["grayscale → RGB"], "rgba.png": ["alpha composited on white"],
+             "gray16.png": ["16-bit → 8-bit", "grayscale → RGB"], "rgb16.png": ["16-bit → 8-bit"]}
 
 
 def test_bad_inputs_each_get_a_reason(int8_model, bad_inputs, tmp_path, capsys):
     from demo.__main__ import main
 
-    paths = [str(bad_inputs / n) for n in sorted(EXPECTED_REASONS)]
+    paths = [str(bad_inputs / n) for n in sorted(EXPECTED_REASONS) + sorted(CONVERTED)]
     rc = main([int8_model, *paths, str(bad_inputs / "good.png"), "--out", str(tmp_path / "out")])
     assert rc == 1
     doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    assert [r["input"] for r in doc["images"]] == [str(bad_inputs / "good.png")]
+    ran = {os.path.basename(r["input"]): r["conversions"] for r in doc["images"]}
+    assert ran == {**CONVERTED, "good.png": []}
     reasons = {os.path.basename(f["input"]): f["reason"] for f in doc["failures"]}
     assert sorted(reasons) == sorted(EXPECTED_REASONS)
     for name, words in EXPECTED_REASONS.items():
