@@ -151,11 +151,20 @@ class MultiTaskModel(keras.Model):
 
     # ----- training ---------------------------------------------------------------------------
     def train_step(self, data):
-        if self.balancer is None:
+        from mtl_keras.distribute import logs_for_reduction
+
+        if self.balancer is None and self.distribute_strategy.num_replicas_in_sync == 1:
             return super().train_step(data)
+        # Several replicas: Keras' own step would average each replica's masked mean, not take the
+        # global batch's; ours weighs each replica by its share of the labels (mtl_keras.training).
         from mtl_keras.training import train_step
 
-        return train_step(self, data)
+        return logs_for_reduction(train_step(self, data))
+
+    def test_step(self, data):
+        from mtl_keras.distribute import logs_for_reduction
+
+        return logs_for_reduction(super().test_step(data))
 
     def compile_from_config(self, config):
         """Recompile a loaded model with the losses, weights and metrics it was saved with."""
@@ -200,6 +209,19 @@ class MultiTaskModel(keras.Model):
         x = self._select_targets(x)
         self._build_state(x)
         return super().evaluate(x, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Workaround for keras-team/keras#20585: Keras' own version all-reduces the first batch to
+        # learn its shapes, which fails across workers; one replica's part gives the same shapes.
+        # tests/test_multiworker.py fails without it.
+        if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
+            from mtl_keras.distribute import one_replica_batch
+
+            for _, _, it in iterator:
+                data_batch = one_replica_batch(next(it), self.distribute_strategy)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _build_state(self, data):
         """Create optimizer slots and metric/loss state from the dataset's spec, before the first step.

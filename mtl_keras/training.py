@@ -1,7 +1,9 @@
-"""The model's ``train_step`` when an adaptive balancer is set: per-task losses, masks, the balancer.
+"""The model's ``train_step`` with a balancer or several replicas: per-task losses, masks, the balancer.
 
-With the default ``static`` balancer the model keeps Keras' own ``train_step``. With any other one,
-``MultiTaskModel.train_step`` calls ``train_step`` here, which
+With the default ``static`` balancer on one replica the model keeps Keras' own ``train_step``. With
+any other balancer, or with ``static`` on several replicas (where Keras would average the replicas'
+masked means instead of taking the global batch's), ``MultiTaskModel.train_step`` calls
+``train_step`` here, which
 
 - computes each task's loss with the compiled loss object and the task's sample weights (weight 0
   marks a missing label, so that sample adds nothing to that task's loss or gradient);
@@ -155,6 +157,15 @@ def task_losses(model, y, y_pred, sample_weight=None):
     return contributions, present
 
 
+class _StaticSum:
+    """``static`` inside this step: the plain sum of the (compile-weighted) task losses."""
+
+    needs_task_gradients = False
+
+    def combine(self, losses, present, replica_scale=1.0):
+        return ops.sum(losses)
+
+
 def _metric(model, name):
     # Looked up while tracing only; a recompile makes new metric objects.
     return next((m for m in model.metrics if m.name == name), None)
@@ -164,7 +175,7 @@ def train_step(model, data):
     """One training step with ``model.balancer``; returns the logs like Keras' ``train_step``.
 
     ``MultiTaskModel.train_step`` calls it whenever the model was compiled with a balancer other
-    than ``static``; ``fit`` then runs it like Keras' own.
+    than ``static``, or trains on several replicas; ``fit`` then runs it like Keras' own.
 
     Example:
         >>> import mtl_keras as mk
@@ -175,7 +186,7 @@ def train_step(model, data):
         ['weight_box', 'weight_shape']
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    balancer = model.balancer
+    balancer = model.balancer or _StaticSum()
     variables = list(model.trainable_variables)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if not model.optimizer.built:

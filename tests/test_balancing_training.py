@@ -277,14 +277,12 @@ def _mirrored_main():
     # Replica 0 gets all labelled counts, replica 1 none: only a global-batch mean matches one device.
     uneven = {**ones, "count": np.r_[np.ones(4), np.zeros(4)].astype("float32"),
               "box": np.array([1, 0, 1, 1, 1, 0, 0, 1], "float32")}
-    # The same number of labels on each replica: averaging the replicas' means is exact too.
-    even = {**ones, "count": np.array([1, 0, 1, 1, 1, 1, 0, 1], "float32")}
     default = tf.distribute.get_strategy()
     for name in BALANCERS:
-        weights = even if name == "static" else uneven
-        assert same(run(name, default, weights), run(name, strategy, weights)), name
+        assert same(run(name, default, uneven), run(name, strategy, uneven)), name
         print(f"ok {name}", flush=True)
-    # The uneven batch does tell the two apart: plain Keras (static) averages per-replica means there.
+    # The uneven batch does tell the two apart: Keras' own step averages per-replica means there.
+    MultiTaskModel.train_step = lambda self, data: keras.Model.train_step(self, data)
     assert not same(run("static", default, uneven), run("static", strategy, uneven))
     print("ok uneven-discriminates", flush=True)
 
