@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from demo.quiet import LITE_NOISE, held_stderr
+
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 
@@ -51,8 +53,9 @@ class LiteModel:
             raise ModelError(f"{path} is not a TFLite model (no TFL3 file identifier)")
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = Interpreter(model_path=path, num_threads=int(threads),
-                                           experimental_op_resolver_type=resolver)
+            with held_stderr(LITE_NOISE):
+                self.interpreter = Interpreter(model_path=path, num_threads=int(threads),
+                                               experimental_op_resolver_type=resolver)
         except Exception as e:
             raise ModelError(f"LiteRT cannot load {path}: {_line(e)}") from None
         self.path = path
@@ -65,7 +68,10 @@ class LiteModel:
         inputs = signatures[SIGNATURE]["inputs"]
         if inputs != [INPUT_NAME]:
             raise ModelError(f"{path} takes inputs {inputs}, not a single {INPUT_NAME!r}; it is not a multi-task image model")
-        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        with held_stderr(LITE_NOISE):
+            # XNNPACK is applied (and LiteRT announces it) when tensors are first allocated.
+            self.interpreter.allocate_tensors()
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE)
         detail = self.runner.get_input_details()[INPUT_NAME]
         shape = [int(s) for s in detail["shape"]]
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
