@@ -2,9 +2,9 @@
 
 What a user needs to choose settings on a Raspberry Pi or a phone. Each (threads, XNNPACK) setting runs
 in a fresh worker process (``python -m demo.benchmark --worker ...``), because a process's peak RSS
-(``ru_maxrss``) only ever grows: measured in one process, every row would report the largest model state
-seen so far. One more worker imports LiteRT and prepares the input but loads no model; its peak RSS is
-the baseline, so ``peak - baseline`` is what the model itself costs. LiteRT, numpy and Pillow only.
+only ever grows: measured in one process, every row would report the largest model state seen so far.
+One more worker imports LiteRT and prepares the input but loads no model; its peak RSS is the
+baseline, so ``peak - baseline`` is what the model itself costs. LiteRT, numpy and Pillow only.
 
 Example:
     >>> doc = benchmark("runs/x/export/model_int8.tflite", threads=(1, 2), runs=10)  # doctest: +SKIP
@@ -84,7 +84,8 @@ def benchmark(model_path, threads=DEFAULT_THREADS, runs: int = DEFAULT_RUNS, sou
     """
     from demo.runner import LiteModel
 
-    model = LiteModel(model_path, threads=1)  # refuses a bad file here, with one line, before any worker starts
+    # Refuses a bad file here, in one line, before any worker starts (without XNNPACK: no weights packed).
+    model = LiteModel(model_path, threads=1, xnnpack=False)
     settings = [(t, x) for t in threads for x in (True, False)]
     baseline = _spawn(model_path, model.image_size, None, None, runs, warmup, source)
     rows = []
@@ -108,7 +109,7 @@ def machine() -> dict:
 
     Example:
         >>> sorted(machine())
-        ['cpu_count', 'litert', 'machine', 'platform', 'python']
+        ['cpu_count', 'litert', 'load_average', 'machine', 'platform', 'python']
     """
     try:
         from importlib.metadata import version
@@ -116,8 +117,13 @@ def machine() -> dict:
         litert = version("ai-edge-litert")
     except Exception:  # installed without metadata (copied onto a device): the version is optional
         litert = None
+    try:
+        # Other work on the cores slows multi-threaded rows most: the numbers say how busy it was.
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "litert": litert}
+            "load_average": load, "python": platform.python_version(), "litert": litert}
 
 
 def format_table(doc: dict) -> str:
@@ -225,6 +231,19 @@ def _input(size: int, source: str) -> np.ndarray:
 
 
 def _peak_rss_mib():
+    """This process's peak resident memory in MiB: ``VmHWM`` where /proc has it (Linux, Android).
+
+    Not ``ru_maxrss`` there: Linux carries the parent's peak into a child across fork (or vfork) and
+    exec, so a worker started by a parent that had loaded a model would report the parent's peak.
+    ``VmHWM`` belongs to the memory map exec made. Elsewhere (macOS) ``ru_maxrss`` is what there is.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not on Windows; the latency columns still hold

@@ -75,6 +75,19 @@ def test_table_is_printed(bench):
     assert lines[header + 7].startswith("baseline (LiteRT imported, no model):")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from Linux's /proc")
+def test_peak_memory_is_the_worker_s_own(exported):
+    # Linux carries a parent's peak RSS into a child's ru_maxrss across fork and exec: a worker started
+    # from this process (TensorFlow loaded, hundreds of MiB) would report at least as much.
+    from demo import benchmark
+
+    with open("/proc/self/status") as f:
+        ours = next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmRSS:"))
+    model = os.path.join(exported["export"], "model_int8.tflite")
+    baseline = benchmark._spawn(model, 32, None, None, 1, 0, "random")
+    assert 0 < baseline["peak_rss_mib"] < ours, (baseline, ours)
+
+
 @pytest.mark.parametrize("case", ["not_tflite", "with_pictures", "bad_threads", "bad_runs"])
 def test_bad_use_is_one_line(exported, tmp_path, capsys, case):
     from demo.__main__ import main
