@@ -130,7 +130,7 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=(), f
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             return converter.convert()
     except Exception as e:  # the converter's errors are pages long; keep the line that names the op
-        raise MtlError(f"TFLite conversion ({mode}) failed: {_first_line(e)}") from None
+        raise MtlError(f"TFLite conversion ({mode}) failed: {conversion_reason(e)}") from None
 
 
 def _convert_mixed(saved: SavedModel, converter, float_heads, float_layers=()) -> bytes:
@@ -255,6 +255,26 @@ def builtin_ops(tflite_model: bytes) -> list[str]:
     if custom:
         raise MtlError(f"the converted model needs non-builtin ops {', '.join(custom)}, which a device runtime lacks")
     return ops
+
+
+def conversion_reason(e) -> str:
+    """One line from a converter error: the ops it cannot quantize when it names them, else its first error line.
+
+    The 16x8 quantizer repeats its complaint once per node; the op names are what tell a user which
+    trunk to change (MobileNetV3's HARD_SWISH has no 16x8 kernel in TF 2.21).
+
+    Example:
+        >>> print(conversion_reason(ValueError("Quantization to 16x8-bit not yet supported for op: 'HARD_SWISH'.\\n" * 3)))
+        op HARD_SWISH has no 16x8 quantization in this converter (not yet supported for op: 'HARD_SWISH')
+        >>> print(conversion_reason(RuntimeError("loc(x): error: 'tf.Foo' op is neither a custom op nor a flex op")))
+        loc(x): error: 'tf.Foo' op is neither a custom op nor a flex op
+    """
+    ops = sorted(set(re.findall(r"not yet supported for op: '([A-Za-z0-9_]+)'", str(e))))
+    if ops:
+        quoted = ", ".join(f"'{o}'" for o in ops)
+        return (f"op{'s' * (len(ops) > 1)} {', '.join(ops)} {'have' if len(ops) > 1 else 'has'} no 16x8 quantization "
+                f"in this converter (not yet supported for op: {quoted})")
+    return _first_line(e)
 
 
 def _first_line(e: Exception) -> str:

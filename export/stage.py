@@ -166,8 +166,9 @@ def export_model(
             try:
                 lite, data_bytes = _convert_and_validate(saved, mode, heads, layers, calib_images, out, threads)
             except (MtlError, ModelError) as e:
-                entry["reason"] = str(e)
-                log(f"  {mode} failed: {e}")
+                # The trunk is what a user would change when the converter refuses one of its ops.
+                entry["reason"] = f"{e} (trunk {source['trunk']})" if source.get("trunk") else str(e)
+                log(f"  {mode} failed: {entry['reason']}")
                 continue
             outputs = lite.predict(images)
             metrics = evaluate_outputs(model.tasks, targets, outputs, weights)

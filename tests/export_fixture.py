@@ -39,3 +39,49 @@ def exported_run(root) -> dict:
     )
     _CACHE.update(run=run, model=os.path.join(run, "model.keras"), export=os.path.join(run, "export"), report=report)
     return _CACHE
+
+
+INT16_TRUNK = "resnet50"
+INT16_TASKS = ["shape", "box", "count"]
+INT16_CALIBRATION = 8
+_INT16_CACHE = {}
+
+
+def int16x8_run(root) -> dict:
+    """A ResNet50 run exported as int16x8 only (MobileNetV3's HARD_SWISH has no 16x8 kernel; ResNet50 converts).
+
+    Untrained, to stay cheap: one forward pass in training mode with BatchNorm momentum 0 sets every
+    moving statistic to real batch statistics, which is what the few training steps above are for.
+    Scored on the calibration images themselves (the first ``INT16_CALIBRATION`` of the train split), so
+    the report's parity measures 16-bit rounding: on unseen images this untrained model's activations
+    leave the range so few images calibrated, and clipping would dominate. ``{"run", "model", "export",
+    "report"}``, built on first call.
+    """
+    if "run" in _INT16_CACHE:
+        return _INT16_CACHE
+    import keras
+    import numpy as np
+
+    import mtl_keras as mk
+    from export.stage import export_model
+
+    run = os.path.join(os.fspath(root), "run16")
+    os.makedirs(run, exist_ok=True)
+    keras.utils.set_random_seed(16)
+    model = mk.build_model(mk.tasks.from_dataset("shapes", names=INT16_TASKS), trunk=INT16_TRUNK, image_size=IMAGE_SIZE)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved_momentum = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    train = mk.data.load("shapes", "train", image_size=IMAGE_SIZE, batch_size=32, tasks=model.tasks, size=32)
+    images = np.concatenate([np.asarray(x) for x, _, _ in train])
+    model(images.astype("float32"), training=True)
+    for bn, m in zip(norms, saved_momentum):
+        bn.momentum = m
+    model.save(os.path.join(run, "model.keras"))
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"data": "shapes", "image_size": IMAGE_SIZE, "trunk": INT16_TRUNK}, f)
+    report = export_model(os.path.join(run, "model.keras"), modes=["int16x8"], split="train",
+                          calibration_size=INT16_CALIBRATION, eval_size=INT16_CALIBRATION, timing_runs=0, log=lambda m: None)
+    _INT16_CACHE.update(run=run, model=os.path.join(run, "model.keras"), export=os.path.join(run, "export"), report=report)
+    return _INT16_CACHE
