@@ -25,6 +25,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from demo.quiet import LITE_NOISE, held_stderr
 from mtl_keras.errors import MtlError
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8_mixed", "int16x8")
@@ -128,7 +129,8 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=(), f
         with warnings.catch_warnings():
             # The calibrator inside the converter still builds a tf.lite.Interpreter, which warns.
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            return converter.convert()
+            with held_stderr(LITE_NOISE):
+                return converter.convert()
     except Exception as e:  # the converter's errors are pages long; keep the line that names the op
         raise MtlError(f"TFLite conversion ({mode}) failed: {conversion_reason(e)}") from None
 
@@ -154,13 +156,15 @@ def _convert_mixed(saved: SavedModel, converter, float_heads, float_layers=()) -
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            calibrated = converter.convert()
+            with held_stderr(LITE_NOISE):
+                calibrated = converter.convert()
         nodes = _nodes_of_layers(calibrated, layers)
         if not nodes:
             raise MtlError(f"found no graph nodes of {', '.join([*float_heads, *float_layers])} to keep in float")
-        return tflite_convert.mlir_quantize(
-            calibrated, input_data_type=tf.uint8, output_data_type=tf.float32, denylisted_nodes=nodes
-        )
+        with held_stderr(LITE_NOISE):
+            return tflite_convert.mlir_quantize(
+                calibrated, input_data_type=tf.uint8, output_data_type=tf.float32, denylisted_nodes=nodes
+            )
     except MtlError:
         raise
     except Exception as e:
