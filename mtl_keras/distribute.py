@@ -42,13 +42,14 @@ def _check_tf_config() -> dict:
     return config
 
 
-def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
+def get_strategy(name: str = "auto", connect_timeout: float = 300.0) -> tf.distribute.Strategy:
     """The distribution strategy called ``name``.
 
     - ``auto``: ``MirroredStrategy`` over all GPUs when more than one is visible, else the default.
     - ``default``: TensorFlow's default (one device, no distribution).
     - ``mirrored``: ``MirroredStrategy`` over every visible GPU (the CPU when there is none).
-    - ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``.
+    - ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``. Every
+      other worker must accept connections within ``connect_timeout`` seconds.
 
     Example:
         >>> get_strategy("horovod")
@@ -65,8 +66,98 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if key == "mirrored":
         return tf.distribute.MirroredStrategy()
-    _check_tf_config()
+    config = _check_tf_config()
+    wait_for_workers(config, connect_timeout)
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _tasks(config: dict) -> list[tuple[str, int, str]]:
+    """``(job, index, address)`` of every task that trains (chief and workers), chief first."""
+    cluster = config["cluster"]
+    return [(job, i, addr) for job in ("chief", "worker") for i, addr in enumerate(cluster.get(job, []))]
+
+
+def worker_role(config: dict | None = None) -> tuple[int, int]:
+    """``(number of workers, this worker's rank)`` from ``TF_CONFIG``; rank 0 is the chief.
+
+    The chief is task ``chief`` when the cluster has one, else ``worker`` 0. Without ``TF_CONFIG``
+    there is one worker.
+
+    Example:
+        >>> worker_role({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}})
+        (2, 1)
+    """
+    if config is None:
+        if not os.environ.get("TF_CONFIG"):
+            return 1, 0
+        config = _check_tf_config()
+    tasks = _tasks(config)
+    me = (config["task"]["type"], config["task"]["index"])
+    ranks = [i for i, (job, index, _) in enumerate(tasks) if (job, index) == me]
+    return len(tasks), (ranks[0] if ranks else 0)
+
+
+def wait_for_workers(config: dict, timeout: float = 300.0, poll: float = 0.5) -> None:
+    """Return once every other worker in ``config`` accepts a TCP connection; ``MtlError`` after ``timeout`` s.
+
+    TensorFlow itself waits for a missing worker without end. Meanwhile this worker listens on its
+    own port, so that the others' checks succeed too; it lets go before TensorFlow takes the port.
+
+    Example:
+        >>> wait_for_workers({"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}})
+    """
+    import socket
+    import time
+
+    tasks = _tasks(config)
+    me = (config["task"]["type"], config["task"]["index"])
+    others = [addr for job, i, addr in tasks if (job, i) != me]
+    if not others:
+        return
+    own = next(addr for job, i, addr in tasks if (job, i) == me)
+    listener = None
+    try:
+        listener = socket.create_server(("", int(own.rsplit(":", 1)[1])), reuse_port=hasattr(socket, "SO_REUSEPORT"))
+    except (OSError, ValueError):
+        listener = None  # the port is taken or the address odd: TensorFlow will say so itself
+    deadline = time.monotonic() + timeout
+    try:
+        for addr in others:
+            host, _, port = addr.rpartition(":")
+            while True:
+                try:
+                    with socket.create_connection((host.strip("[]"), int(port)), timeout=min(poll * 4, 5)):
+                        break
+                except (OSError, ValueError):
+                    if time.monotonic() > deadline:
+                        raise MtlError(
+                            f"worker {addr} is unreachable after {timeout:.0f} s (is it started, with the same "
+                            f"TF_CONFIG cluster, and is the port open?)"
+                        ) from None
+                    time.sleep(poll)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def per_worker_dataset(strategy, build):
+    """Each worker's own input pipeline: ``build(count, index)`` -> a ``tf.data.Dataset`` of that
+    worker's part of the data, batched per replica.
+
+    Through ``distribute_datasets_from_function``: no worker reads what it then throws away (as
+    the default data sharding of ``experimental_distribute_dataset`` does), and a global step takes
+    one batch per replica, so the global batch is the batch times the replicas.
+
+    Example:
+        >>> ds = per_worker_dataset(get_strategy("default"), lambda n, i: tf.data.Dataset.range(4).batch(2))
+        >>> [int(b.shape[0]) for b in ds]
+        [2, 2]
+    """
+
+    def dataset_fn(context):
+        return build(context.num_input_pipelines, context.input_pipeline_id)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def one_replica_batch(batch, strategy=None):

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
     p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
+    p.add_argument("--connect-timeout", type=float, default=300.0, metavar="S",
+                   help="multiworker: give up when another worker does not answer within S seconds")
     p.add_argument("--mixed-precision", default="auto",
                    help="auto (bfloat16 on GPUs that have it, float16 on older GPUs; on a CPU bfloat16 only where a short "
                         "probe measures it >= 1.1x faster than float32) | float16 | bfloat16 | off")
@@ -115,11 +117,32 @@ def validate(args) -> None:
         raise MtlError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
 
 
+def worker_dir(args) -> str | None:
+    """Where a multiworker worker other than the chief keeps its own files (its backup, its copy of
+    config.json, the model Keras' saving makes every worker write), or None on the chief.
+
+    ``--out/.worker-<rank>``: with a shared ``--out`` the workers do not collide, with separate
+    disks it is the worker's own; removed when the run ends, kept while it is resumable.
+
+    Example:
+        >>> import argparse; worker_dir(argparse.Namespace(out="runs/x", strategy="default", resume=False)) is None
+        True
+    """
+    if args.strategy != "multiworker" and not args.resume:
+        return None
+    from mtl_keras.distribute import worker_role
+
+    if not os.environ.get("TF_CONFIG"):
+        return None
+    count, rank = worker_role()
+    return os.path.join(args.out, f".worker-{rank}") if rank > 0 else None
+
+
 def prepare_run_dir(args) -> None:
     """Refuse to clobber a finished run (``--force`` allows it), check ``--resume`` has a backup."""
     from mtl_keras.io import ensure_dir
 
-    out = args.out
+    out = worker_dir(args) or args.out
     finished = os.path.exists(os.path.join(out, "model.keras"))
     backup = os.path.join(out, "backup")
     if args.resume and args.force:
@@ -140,8 +163,8 @@ def clear_previous_run(args) -> None:
     every check and is about to write, so a typo in the new command never costs the old run."""
     if not args.force:
         return
-    for name in (*RUN_FILES, "backup", "logs"):
-        target = os.path.join(args.out, name)
+    for name in (*RUN_FILES, "backup", "logs") if worker_dir(args) is None else ("backup", "config.json"):
+        target = os.path.join(worker_dir(args) or args.out, name)
         if os.path.isdir(target):
             shutil.rmtree(target)
         elif os.path.exists(target):
@@ -150,7 +173,9 @@ def clear_previous_run(args) -> None:
 
 def load_resume_config(args):
     """On ``--resume``, the run's own config.json decides every setting (only --out is needed)."""
-    path = os.path.join(args.out, "config.json")
+    own = worker_dir(args)
+    path = os.path.join(own, "config.json") if own and os.path.isfile(os.path.join(own, "config.json")) else (
+        os.path.join(args.out, "config.json"))
     if not os.path.isfile(path):
         raise MtlError(f"nothing to resume in {args.out}: it holds no config.json of an earlier run")
     with open(path) as f:
@@ -165,10 +190,14 @@ def load_resume_config(args):
 
 
 def make_optimizer(args, train):
-    """The recipe's optimizer (``mtl_keras.recipe``); warm-up and decay span exactly the run's steps."""
+    """The recipe's optimizer (``mtl_keras.recipe``); warm-up and decay span exactly the run's steps.
+
+    ``train``: the training dataset, or its number of steps per epoch.
+    """
     from mtl_keras.recipe import make_optimizer as recipe_optimizer
 
-    steps = max(int(train.cardinality()), 0) * args.epochs
+    per_epoch = train if isinstance(train, int) else int(train.cardinality())
+    steps = max(per_epoch, 0) * args.epochs
     return recipe_optimizer(
         args.optimizer, args.learning_rate, total_steps=steps, warmup_steps=int(round(args.warmup * steps)),
         schedule=args.lr_schedule, weight_decay=args.weight_decay,
@@ -197,7 +226,7 @@ def run(args) -> int:
     # Our datasets are shuffled by the pipeline; Keras' reminder about it is noise here.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     from mtl_keras.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
-    from mtl_keras.distribute import get_strategy
+    from mtl_keras.distribute import get_strategy, is_multi_worker, per_worker_dataset, worker_role
     from mtl_keras.evaluate import evaluate_model, format_table
     from mtl_keras.perf import ThroughputLogger, set_mixed_precision
     from mtl_keras.recipe import configure_tasks
@@ -214,14 +243,25 @@ def run(args) -> int:
         )
     weights = None if args.weights.lower() == "none" else args.weights
     # Before any dataset or model exists: strategies own device placement from their creation on.
-    strategy = get_strategy(args.strategy)
+    strategy = get_strategy(args.strategy, connect_timeout=getattr(args, "connect_timeout", 300.0))
     replicas = strategy.num_replicas_in_sync
+    own_dir = worker_dir(args) if is_multi_worker(strategy) else None
+    chief = own_dir is None
     sizes = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
-    train, val, test = (
-        mk.data.load(args.data, split=s, image_size=args.image_size, batch_size=args.batch_size * replicas,
-                     tasks=tasks, size=sizes[s], seed=args.seed, **data_opts)
-        for s in ("train", "val", "test")
-    )
+
+    def load(split, shard=None, batch_size=args.batch_size * replicas):
+        return mk.data.load(args.data, split=split, image_size=args.image_size, batch_size=batch_size,
+                            tasks=tasks, size=sizes[split], seed=args.seed, shard=shard, **data_opts)
+
+    val, test = load("val"), load("test")
+    if is_multi_worker(strategy):
+        # Each worker reads its own part of the training split, in batches of --batch-size per replica.
+        workers, rank = worker_role()
+        steps_per_epoch = int(load("train", (workers, rank), args.batch_size).cardinality()) // (replicas // workers)
+        train = per_worker_dataset(strategy, lambda count, index: load("train", (count, index), args.batch_size))
+    else:
+        train = load("train")
+        steps_per_epoch = int(train.cardinality())
     # One validation batch before anything is built or written: a label or image problem that runs
     # through the whole data (a wrong class count, a NaN column) fails here in seconds.
     next(iter(val))
@@ -232,7 +272,7 @@ def run(args) -> int:
             zero_init_residual=args.zero_init_residual,
         )
         model.compile(
-            optimizer=make_optimizer(args, train), loss_weights=loss_weights, balancer=args.balancer,
+            optimizer=make_optimizer(args, steps_per_epoch), loss_weights=loss_weights, balancer=args.balancer,
             jit_compile=bool(args.jit_compile),
         )
     config = {
@@ -249,17 +289,22 @@ def run(args) -> int:
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mtl_keras": mk.__version__},
     }
     clear_previous_run(args)
-    io.write_json(os.path.join(args.out, "config.json"), config)
-    backup = os.path.join(args.out, "backup")
+    # Only the chief writes to --out; another worker keeps what it needs to resume in its own folder.
+    home = args.out if chief else own_dir
+    io.write_json(os.path.join(home, "config.json"), config)
+    backup = os.path.join(home, "backup")
     callbacks = [
         StopOnNonFiniteLoss(model.task_names),
         # Before the loggers, so history.csv and TensorBoard record images_per_second.
         ThroughputLogger(args.batch_size * replicas),
         # delete_checkpoint=False: we remove the backup ourselves only after the model is safely saved.
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-        keras.callbacks.CSVLogger(os.path.join(args.out, "history.csv"), append=args.resume),
-        keras.callbacks.TensorBoard(os.path.join(args.out, "logs"), write_graph=False, profile_batch=0),
     ]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(args.out, "history.csv"), append=args.resume),
+            keras.callbacks.TensorBoard(os.path.join(args.out, "logs"), write_graph=False, profile_batch=0),
+        ]
     print(f"training {', '.join(model.task_names)} on {args.data} with {args.trunk} at {args.image_size} px "
           f"({model.count_params():,} parameters, policy {policy}, {replicas} replica(s))", flush=True)
     started = time.time()
@@ -272,9 +317,14 @@ def run(args) -> int:
             f"or fix the labels, then continue with: mtl-keras train --out {args.out} --resume"
         ) from None
     train_seconds = time.time() - started
-    io.save_model(model, os.path.join(args.out, "model.keras"))
+    # Every worker saves (Keras' saving may read variables through collectives); only the chief's stays.
+    io.save_model(model, os.path.join(home, "model.keras"))
     shutil.rmtree(backup, ignore_errors=True)
     results = evaluate_model(model, test)
+    if not chief:
+        shutil.rmtree(own_dir, ignore_errors=True)
+        print(f"\nworker {worker_role()[1]} done; the chief writes the run to its --out")
+        return 0
     io.write_json(
         os.path.join(args.out, "metrics.json"),
         {"data": args.data, "split": "test", "train_seconds": round(train_seconds, 1), "tasks": results},

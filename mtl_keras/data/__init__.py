@@ -14,6 +14,7 @@ import inspect
 
 from mtl_keras.data.pipeline import make_pipeline
 from mtl_keras.data.scenes import ScenesSource
+from mtl_keras.data.sharding import sharded_examples
 from mtl_keras.errors import MtlError, unknown
 
 # name -> factory(**options) returning a source with .tasks(), .examples(split, image_size, size), .flip_ok
@@ -113,13 +114,15 @@ def load(
     augment: bool = True,
     size: int | None = None,
     seed: int = 0,
+    shard=None,
     **source_options,
 ):
     """Batched ``(image, targets, sample_weights)`` datasets for ``model.fit`` / ``evaluate``.
 
     ``split`` may be a list, giving a list of datasets. ``tasks`` defaults to every task the dataset
     can label; pass ``model.tasks`` to match a model. ``size`` caps the number of examples. Training
-    splits are shuffled and (where the labels allow it) randomly flipped.
+    splits are shuffled and (where the labels allow it) randomly flipped. ``shard=(count, index)``
+    keeps one worker's part of the split (``mtl_keras.data.sharding``).
 
     Example:
         >>> ds = load("shapes", split="test", image_size=32, batch_size=2, size=2)
@@ -128,14 +131,14 @@ def load(
     """
     if isinstance(split, (list, tuple)):
         return [
-            load(name, s, image_size, batch_size, tasks, augment, size, seed, **source_options) for s in split
+            load(name, s, image_size, batch_size, tasks, augment, size, seed, shard, **source_options) for s in split
         ]
     if int(image_size) < 16:
         raise MtlError(f"image size must be at least 16 pixels, got {image_size}")
     source = get_source(name, **source_options)
     if tasks is None:
         tasks = list(source.tasks().values())
-    examples = source.examples(split, int(image_size), size)
+    examples = sharded_examples(source, split, int(image_size), size, shard)
     return make_pipeline(
         examples, tasks, int(image_size), int(batch_size), training=(split == "train"),
         augment=augment, flip_ok=getattr(source, "flip_ok", False), seed=seed,

@@ -83,8 +83,11 @@ class ScenesSource:
             source=self.name, max_objects=self.max_objects, sprites=sprites,
         )
 
-    def examples(self, split: str, image_size: int, size: int | None = None) -> tf.data.Dataset:
-        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split."""
+    def examples(self, split: str, image_size: int, size: int | None = None, shard=None) -> tf.data.Dataset:
+        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split.
+
+        ``shard=(count, index)``: only this worker's scenes (``mtl_keras.data.sharding``), rendered alone.
+        """
         if split not in renderer.SPLITS:
             raise MtlError(f"unknown split {split!r}; available: {', '.join(renderer.SPLITS)}")
         n = int(self.sizes[split] if size is None else size)
@@ -115,4 +118,10 @@ class ScenesSource:
             }
             return {"image": image, "labels": labels}
 
-        return tf.data.Dataset.range(n).map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        from mtl_keras.data.sharding import shard_indices
+
+        indices = shard_indices(n, shard)
+        return (
+            tf.data.Dataset.range(indices.start, indices.stop, indices.step)
+            .map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )

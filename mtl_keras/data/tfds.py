@@ -173,11 +173,22 @@ class TfdsSource:
             raise unknown("split", split, SPLITS)
         return splits[split]
 
-    def examples(self, split: str, image_size: int, size: int | None = None) -> tf.data.Dataset:
-        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split."""
+    def examples(self, split: str, image_size: int, size: int | None = None, shard=None) -> tf.data.Dataset:
+        """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split.
+
+        ``shard=(count, index)``: this worker's even part of the split (tfds' ``even_splits``, equal
+        sizes), read alone; ``size`` then caps the part at ``size // count``.
+        """
         import tensorflow_datasets as tfds
 
+        from mtl_keras.data.sharding import check_shard
+
         tfds_split = self.tfds_split(split)
+        shard = check_shard(shard)
+        if shard is not None:
+            # Slicing, not Dataset.shard: with shuffle_files the workers' file orders differ.
+            tfds_split = tfds.even_splits(tfds_split, n=shard[0], drop_remainder=True)[shard[1]]
+            size = None if size is None else max(int(size) // shard[0], 1)
         try:
             ds = tfds.load(
                 self.tfds_name, split=tfds_split, data_dir=self.data_dir, download=self.download,
