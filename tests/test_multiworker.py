@@ -2,8 +2,9 @@
 
 - the update of each global batch is the one a single process makes with the whole batch, for
   every balancer, with labels missing unevenly between the workers;
-- ``mtl-keras train --strategy multiworker`` with a shared ``--out``: one complete run folder, written
-  by the chief only, each worker reading its own part of the data;
+- ``mtl-keras train --strategy multiworker`` with a shared ``--out``: a worker killed mid-epoch ends the
+  chief with one line, and both restarted with ``--resume`` finish into one complete run folder,
+  written by the chief only, each worker reading its own part of the data;
 - a worker that cannot reach the others ends with one line naming the address.
 
 Run as a script (``python tests/test_multiworker.py worker OUT.npz``) it is one worker of the first test.
@@ -11,6 +12,7 @@ Run as a script (``python tests/test_multiworker.py worker OUT.npz``) it is one 
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,25 +135,50 @@ def test_two_workers_make_the_single_process_update_for_every_balancer(tmp_path)
                 np.testing.assert_allclose(got[f"{name}/{i}"], e, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-def test_cli_two_workers_share_one_run_folder(tmp_path):
+def _epochs(history):
+    if not history.is_file():
+        return []
+    return [int(line.split(",")[0]) for line in history.read_text().strip().splitlines()[1:]]
+
+
+def test_cli_two_workers_survive_a_killed_worker_and_resume_into_one_run_folder(tmp_path):
+    """SIGKILL worker 1 mid-epoch: the chief ends with one line (no hang, no traceback); both restarted
+    with --resume finish the epochs into one complete run folder written by the chief only."""
     out = tmp_path / "run"
-    ports = free_ports(2)
+    history = out / "history.csv"
     argv = [sys.executable, "-m", "mtl_keras.cli", "train", "--data", "shapes", "--tasks", "shape,box",
-            "--trunk", "mobilenet_v3_small", "--image-size", "32", "--epochs", "2", "--train-size", "32",
+            "--trunk", "mobilenet_v3_small", "--image-size", "32", "--epochs", "2", "--train-size", "128",
             "--val-size", "8", "--test-size", "8", "--batch-size", "4", "--strategy", "multiworker",
             "--balancer", "uncertainty", "--out", str(out)]
-    procs = start_workers(argv, ports)
+    procs = start_workers(argv, free_ports(2))
+    deadline = time.time() + 400
+    while time.time() < deadline and procs[0].poll() is None and not _epochs(history):
+        time.sleep(0.2)
+    assert _epochs(history) == [0] and procs[1].poll() is None, "the chief should be in its second epoch"
+    time.sleep(1)
+    os.kill(procs[1].pid, signal.SIGKILL)
+    killed = time.time()
+    chief_log = finish(procs[:1], timeout=300)[0]
+    procs[1].wait()
+    assert procs[0].returncode == 2, chief_log[-3000:]
+    assert time.time() - killed < 200
+    errors = [line for line in chief_log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lost contact with" in errors[0] and "--resume" in errors[0], chief_log[-3000:]
+    assert "Traceback" not in chief_log
+    assert not (out / "model.keras").exists() and (out / "backup").is_dir()
+
+    # Restarted (new ports, as after a reboot): every setting comes from the saved config.json files.
+    procs = start_workers([sys.executable, "-m", "mtl_keras.cli", "train", "--out", str(out), "--resume"], free_ports(2))
     logs = finish(procs)
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
     assert "2 replica(s)" in logs[0]
+    assert _epochs(history) == [0, 1]  # epoch 0 kept, the interrupted epoch 1 done again, nothing more
     names = sorted(os.listdir(out))
     assert names == ["config.json", "history.csv", "logs", "metrics.json", "model.keras"], names
-    rows = (out / "history.csv").read_text().strip().splitlines()
-    assert len(rows) == 3, rows  # a header and 2 epochs
-    # 32 scenes, 16 per worker, 4 per replica and step: 4 steps of 8 an epoch.
     assert json.loads((out / "config.json").read_text())["replicas"] == 2
-    assert "4/4" in logs[0]
+    # 128 scenes, 64 per worker, 4 per replica and step: 16 steps of 8 an epoch.
+    assert "16/16" in logs[0]
 
 
 def test_shards_are_disjoint_and_equal():

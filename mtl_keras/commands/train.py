@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -136,6 +137,26 @@ def worker_dir(args) -> str | None:
         return None
     count, rank = worker_role()
     return os.path.join(args.out, f".worker-{rank}") if rank > 0 else None
+
+
+def lost_worker_reason(error) -> str:
+    """One line for a collective that failed because another worker went away (killed, crashed, unplugged).
+
+    Example:
+        >>> lost_worker_reason(RuntimeError("Collective ops is aborted by: failed to connect to all addresses; "
+        ...                                 "last error: UNKNOWN: ipv4:127.0.0.1:40867: Failed to connect"))
+        'lost contact with the worker at 127.0.0.1:40867 during training'
+    """
+    text = str(error)
+    address = re.search(r"ipv[46]:([\w.:\[\]-]+:\d+)", text)
+    task = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
+    if address:
+        who = f"the worker at {address.group(1)}"
+    elif task:
+        who = f"{task.group(1)} {task.group(2)}"
+    else:
+        who = "another worker"
+    return f"lost contact with {who} during training"
 
 
 def prepare_run_dir(args) -> None:
@@ -316,6 +337,12 @@ def run(args) -> int:
             f"{e}; training stopped and the last good epoch is kept in {backup}. Lower --learning-rate "
             f"or fix the labels, then continue with: mtl-keras train --out {args.out} --resume"
         ) from None
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError, tf.errors.InternalError) as e:
+        if not is_multi_worker(strategy):
+            raise
+        raise MtlError(f"{lost_worker_reason(e)}; the last completed epoch is kept. Restart every worker with "
+                       f"the same TF_CONFIG and: mtl-keras train --out {args.out} --resume") from None
     train_seconds = time.time() - started
     # Every worker saves (Keras' saving may read variables through collectives); only the chief's stays.
     io.save_model(model, os.path.join(home, "model.keras"))
