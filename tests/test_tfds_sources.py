@@ -89,3 +89,24 @@ def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
     src = TfdsSource("voc/2007", data_dir=str(tmp_path))
     with pytest.raises(MtlError, match="not prepared .*tfds build voc/2007"):
         src.examples("train", SIZE)
+
+
+def test_workers_read_disjoint_equal_parts_of_a_tfds_split(mock, monkeypatch):
+    # Multi-worker training: each worker reads tfds.even_splits(split, drop_remainder=True)[rank] alone.
+    # (mock_data ignores split slicing, so the slices asked of tfds.load are what is checked; tfds's
+    # even_splits makes them disjoint and equal.)
+    asked = []
+    real_load = tfds.load
+
+    def spy(name, split, **kw):
+        asked.append(split)
+        return real_load(name, split=split, **kw)
+
+    monkeypatch.setattr(tfds, "load", spy)
+    source = TfdsSource("voc/2007")
+    for rank in range(3):
+        next(iter(source.examples("train", SIZE, size=9, shard=(3, rank))))
+    expected = tfds.even_splits(source.tfds_split("train"), n=3, drop_remainder=True)
+    assert [str(a) for a in asked] == [str(e) for e in expected] and len(set(map(str, asked))) == 3
+    with pytest.raises(MtlError, match="shard index 3 is not in 0..2"):
+        source.examples("train", SIZE, shard=(3, 3))
