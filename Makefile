@@ -28,11 +28,12 @@ demo: venv
 	$(BIN)/python -m demo $(RUN)/export/model_int8.tflite --samples 8 --out $(RUN)/gallery
 	@echo "open $(RUN)/gallery/index.html to see every task's prediction"
 
-# Two pytest workers: on 2 cores the suite runs ~1.8x faster (tests/conftest.py keeps each file, and the
-# files sharing the exported run, in one worker). TEST_WORKERS=0 runs it in one process.
+# Two pytest workers, each test file in one (so a module's fixtures are built once; the exported run the
+# export and demo tests share is built once under a file lock, tests/export_fixture.py). TEST_WORKERS=0
+# runs the suite in one process. (Not --dist loadgroup: pytest-xdist 3.8 cannot set groups on pytest 9.)
 TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: venv
 	bash bench/all.sh

@@ -1,4 +1,6 @@
-"""One small exported run shared by tests/test_export.py and tests/test_demo.py (built once per session).
+"""One small exported run shared by tests/test_export.py, test_demo.py, test_pictures.py and
+test_demo_benchmark.py, built once per test run: under pytest-xdist (``make test``) the first worker
+that needs it builds it in the workers' common temp folder, under a file lock, and the others read it.
 
 A mobilenet_v3_small model at 32 px with five shapes tasks, trained for a few steps: naming, parity,
 quantization and the demo's drawing do not need a good model. The steps matter anyway: untrained,
@@ -8,6 +10,7 @@ which would make parity and by-name checks pass trivially.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -17,14 +20,37 @@ STEPS = 8
 _CACHE = {}
 
 
-def exported_run(root) -> dict:
+def shared_dir(tmp_path_factory, name: str) -> str:
+    """A folder that every pytest-xdist worker of this run sees (their common temp base), else the session's."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = os.path.join(os.fspath(base), name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def exported_run(tmp_path_factory) -> dict:
     """``{"run": dir, "model": model.keras, "export": dir, "report": report}`` (built on first call)."""
     if "run" in _CACHE:
         return _CACHE
+    root = shared_dir(tmp_path_factory, "exported_run")
+    run = os.path.join(root, "run")
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while the first one builds
+        if not os.path.exists(os.path.join(root, "done")):
+            _build_exported_run(run)
+            open(os.path.join(root, "done"), "w").close()
+    with open(os.path.join(run, "export", "report.json")) as f:
+        report = json.load(f)
+    _CACHE.update(run=run, model=os.path.join(run, "model.keras"), export=os.path.join(run, "export"), report=report)
+    return _CACHE
+
+
+def _build_exported_run(run: str) -> None:
     import mtl_keras as mk
     from export.stage import export_model
 
-    run = os.path.join(os.fspath(root), "run")
     os.makedirs(run, exist_ok=True)
     model = mk.build_model(mk.tasks.from_dataset("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
     model.compile(optimizer="adam")
@@ -33,12 +59,10 @@ def exported_run(root) -> dict:
     model.save(os.path.join(run, "model.keras"))
     with open(os.path.join(run, "config.json"), "w") as f:
         json.dump({"data": "shapes", "image_size": IMAGE_SIZE, "trunk": "mobilenet_v3_small"}, f)
-    report = export_model(
+    export_model(
         os.path.join(run, "model.keras"), modes=["fp32", "fp16", "dynamic", "int8", "int16x8"], float_heads=["box"],
         calibration_size=16, eval_size=48, timing_runs=3, log=lambda m: None,
     )
-    _CACHE.update(run=run, model=os.path.join(run, "model.keras"), export=os.path.join(run, "export"), report=report)
-    return _CACHE
 
 
 INT16_TRUNK = "resnet50"

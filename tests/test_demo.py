@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    return exported_run(tmp_path_factory.mktemp("export"))
+    return exported_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ RUNS = 4
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    return exported_run(tmp_path_factory.mktemp("export"))
+    return exported_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

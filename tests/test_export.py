@@ -15,7 +15,7 @@ MODES = ["fp32", "fp16", "dynamic", "int8", "int16x8", "int8_mixed"]
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    return exported_run(tmp_path_factory.mktemp("export"))
+    return exported_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -105,7 +105,7 @@ def test_limits_are_stated(tmp_path):
 # ----- the device runner ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return exported_run(tmp_path_factory.mktemp("export"))
+    return exported_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
