@@ -305,12 +305,13 @@ def build_model(
             raise MtlError(f"branch_point must be 'c3' or 'c4' (the tap after which tasks stop sharing), got {branch_point!r}")
         branches = _branch_copies(trunk, image_size, branch_point, [t for t in tasks if not t.dense])
     outputs = {}
+    by_name = {t.name: t for t in tasks}
     for task in _topological(tasks):
         task_features = features
         if task.name in branches:
             c5 = branches[task.name](taps[branch_point])
             task_features = {**features, "c5": c5, "pooled": keras.layers.GlobalAveragePooling2D(name=f"{task.name}_pool")(c5)}
-        extra = [outputs[d] for d in task.depends_on]
+        extra = [by_name[d].summary_for(task.name, outputs[d], i) for i, d in enumerate(task.depends_on)]
         outputs[task.name] = task.head(task_features, extra=extra or None)
     build_config = {
         "trunk": trunk, "image_size": image_size, "bn_momentum": bn_momentum,

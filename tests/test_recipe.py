@@ -108,7 +108,8 @@ def test_a_dense_dependency_is_pooled_standardised_and_reaches_the_head(tmp_path
     tasks[0].depends_on = ("objects",)
     model = mk.build_model(tasks, "mobilenet_v3_small", 32)
     pooled = model.get_layer("shape_pool_0")
-    assert tuple(pooled.output.shape) == (None, 10)  # 6 class heatmaps + 4 box channels
+    # Per class: the mean heatmap score and the largest score x box area (which object is biggest).
+    assert isinstance(pooled, mk.layers.DetectionSummary) and tuple(pooled.output.shape) == (None, 12)
     assert isinstance(model.get_layer("shape_pool_0_bn"), keras.layers.BatchNormalization)
     # The shape output changes when only the objects head's last layer changes: the dependency is live.
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -118,7 +119,21 @@ def test_a_dense_dependency_is_pooled_standardised_and_reaches_the_head(tmp_path
     assert not np.allclose(before, model(x)["shape"].numpy())
     model.compile()
     model.save(tmp_path / "m.keras")
-    assert mk.load_model(tmp_path / "m.keras").task("shape").depends_on == ("objects",)
+    loaded = mk.load_model(tmp_path / "m.keras")
+    assert loaded.task("shape").depends_on == ("objects",)
+    np.testing.assert_allclose(loaded(x)["shape"].numpy(), model(x)["shape"].numpy(), atol=1e-6)
+
+
+def test_detection_summary_tells_the_biggest_object_apart():
+    # One big circle and three small squares: the mean scores favour squares, the largest
+    # score x area names the circle, the object a "main object" head is asked about.
+    m = np.zeros((1, 8, 8, 2 + 4), "float32")
+    m[0, 2, 2, 0], m[0, 2, 2, 2:4] = 0.9, (0.6, 0.6)
+    for y, x in ((6, 1), (6, 4), (1, 6)):
+        m[0, y, x, 1], m[0, y, x, 2:4] = 0.9, (0.1, 0.1)
+    mean, biggest = np.split(mk.layers.DetectionSummary(num_classes=2)(m).numpy()[0], 2)
+    assert mean[1] > mean[0] and biggest[0] > biggest[1]
+    np.testing.assert_allclose(biggest, [0.9 * 0.36, 0.9 * 0.01], rtol=1e-6)
 
 
 def test_depends_on_flag_parses_and_names_the_mistake():

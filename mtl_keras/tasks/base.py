@@ -69,15 +69,12 @@ class Task:
         return self.mlp(features["pooled"], extra)
 
     def mlp(self, x, extra=None):
-        """The shared part of every global head: [deps] -> hidden Dense -> logits -> output layer.
+        """The shared part of every global head: [features, deps] -> hidden Dense -> logits -> output layer.
 
-        A dense dependency (a ``[H, W, C]`` output such as a mask) is averaged over the image first:
-        for a segmentation softmax that is the share of the image each class covers, for detection
-        heatmaps a per-class sum that grows with each object's area. It is then standardised
-        (BatchNormalization), so its few values are not drowned by the thousands of pooled features.
+        ``extra``: what this head reads of the tasks it ``depends_on``, each summarised by that
+        task's ``summary_for`` (a vector per image).
         """
         if extra:
-            extra = [self._pooled_dependency(e, i) if len(e.shape) == 4 else e for i, e in enumerate(extra)]
             x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra])
         x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)
         if self.dropout:
@@ -85,9 +82,18 @@ class Task:
         logits = keras.layers.Dense(self.num_outputs, name=f"{self.name}_logits")(x)
         return self.output_layer()(logits)
 
-    def _pooled_dependency(self, output, index: int):
-        pooled = keras.layers.GlobalAveragePooling2D(name=f"{self.name}_pool_{index}")(output)
-        return keras.layers.BatchNormalization(momentum=0.9, name=f"{self.name}_pool_{index}_bn")(pooled)
+    def summary_for(self, reader: str, output, index: int):
+        """What the head of task ``reader`` reads of this task's ``output`` when it ``depends_on`` it.
+
+        A global output is read as it is. A dense one (``[H, W, C]``, e.g. a mask) is averaged over
+        the image: for a segmentation softmax that is the share of the image each class covers. It
+        is then standardised (BatchNormalization), so its few values are not drowned by the
+        thousands of pooled features. Layers are named ``{reader}_pool_{index}[_bn]``.
+        """
+        if len(output.shape) != 4:
+            return output
+        pooled = keras.layers.GlobalAveragePooling2D(name=f"{reader}_pool_{index}")(output)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(pooled)
 
     def output_layer(self) -> keras.layers.Layer:
         """The head's last layer, named after the task and kept in float32 under mixed precision."""

@@ -23,7 +23,7 @@ from keras import ops
 
 from demo.decoding import OUTPUT_STRIDE, decode_detections, detections_to_json
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.layers import fpn_features
+from mtl_keras.layers import DetectionSummary, fpn_features
 from mtl_keras.tasks.base import Task, register_task_type
 from mtl_keras.tasks.checks import assert_label
 
@@ -196,6 +196,12 @@ class DetectionTask(Task):
         box = keras.layers.Conv2D(4, 1, name=f"{n}_box_logits")(box)
         logits = keras.layers.Concatenate(name=f"{n}_logits")([heat, box])
         return self.output_layer()(logits)
+
+    def summary_for(self, reader, output, index):
+        """Per class: the mean heatmap score and the largest ``score × box area`` (``DetectionSummary``),
+        standardised; a head about the main object needs to know which object is largest."""
+        summary = DetectionSummary(len(self.classes), name=f"{reader}_pool_{index}")(output)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(summary)
 
     def output_layer(self):
         # Sizes (relative) and offsets (in cells) live in [0, 1] like the scores: one sigmoid for all.
