@@ -27,6 +27,18 @@ def make_tasks():
     return shapes
 
 
+def fit_state(balancer: str, strategy, dataset) -> list:
+    """The tiny model's weights (and the balancer's task weights) after one SGD epoch on ``dataset``."""
+    with strategy.scope():
+        m = tiny_model(seed=1)
+        m.compile(optimizer=keras.optimizers.SGD(0.1), balancer=balancer, jit_compile=False)
+    m.fit(dataset, epochs=1, verbose=0)
+    state = [v.numpy() for v in m.trainable_variables]
+    if m.balancer is not None:
+        state += [np.asarray(list(m.balancer.current_weights().values()))]
+    return state
+
+
 def tiny_model(seed=0):
     """A small conv trunk under the real task heads: the trunk does not matter here, speed does."""
     keras.utils.set_random_seed(seed)
@@ -260,15 +272,7 @@ def _mirrored_main():
 
     def run(name, scope, weights):
         x, y, _ = batch(8, seed=3)
-        data = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8)
-        with scope.scope():
-            m = tiny_model(seed=1)
-            m.compile(optimizer=keras.optimizers.SGD(0.1), balancer=name, jit_compile=False)
-        m.fit(data, epochs=1, verbose=0)
-        state = [v.numpy() for v in m.trainable_variables]
-        if m.balancer is not None:
-            state += [np.asarray(list(m.balancer.current_weights().values()))]
-        return state
+        return fit_state(name, scope, tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8))
 
     def same(a, b):
         return all(np.allclose(u, v, rtol=1e-4, atol=1e-6) for u, v in zip(a, b))

@@ -6,7 +6,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import textwrap
 import zlib
 
 import numpy as np
@@ -14,8 +13,7 @@ import pytest
 from PIL import Image
 
 from export_fixture import IMAGE_SIZE, TASKS, exported_run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tensorflow_blocker import blocked_env
 
 
 @pytest.fixture(scope="session")
@@ -41,22 +39,11 @@ def _png(width, height, bit_depth, color_type, raw=b""):
 def demo_run(int8_model, tmp_path_factory):
     """The demo on one picture file and two built-in samples, in a process where TensorFlow cannot load."""
     root = tmp_path_factory.mktemp("demo")
-    blocker = root / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        BLOCKED = ("tensorflow", "keras", "mtl_keras", "export", "tf_keras")
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ImportError(f"{name} is blocked: the demo must run without it")
-        sys.meta_path.insert(0, Block())
-    """))
     from demo.scenes import render_scene
 
     picture = root / "scene.png"
     Image.fromarray(render_scene(seed=5, split="test", index=7, image_size=96).image).save(picture)
-    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}"}
+    env = blocked_env(root)
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked" in probe.stderr
     out = root / "out"

@@ -5,13 +5,12 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from export_fixture import exported_run
+from tensorflow_blocker import blocked_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = 4
 
 
@@ -24,19 +23,9 @@ def exported(tmp_path_factory):
 def bench(exported, tmp_path_factory):
     """The benchmark of the small int8 model, default thread counts, where TensorFlow cannot load."""
     root = tmp_path_factory.mktemp("bench")
-    blocker = root / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("tensorflow", "keras", "mtl_keras", "export", "tf_keras"):
-                    raise ImportError(f"{name} is blocked: the benchmark must run without it")
-        sys.meta_path.insert(0, Block())
-    """))
     out = root / "out"
     model = os.path.join(exported["export"], "model_int8.tflite")
-    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}"}
+    env = blocked_env(root)
     proc = subprocess.run([sys.executable, "-m", "demo", model, "--benchmark", "--benchmark-runs", str(RUNS),
                            "--out", str(out)], env=env, capture_output=True, text=True, cwd=str(root), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

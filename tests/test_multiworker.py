@@ -74,18 +74,9 @@ def global_data():
 
 
 def train_once(name, strategy, dataset):
-    import keras
+    from test_balancing_training import fit_state
 
-    from test_balancing_training import tiny_model
-
-    with strategy.scope():
-        m = tiny_model(seed=1)
-        m.compile(optimizer=keras.optimizers.SGD(0.1), balancer=name, jit_compile=False)
-    m.fit(dataset, epochs=1, verbose=0)
-    state = [v.numpy() for v in m.trainable_variables]
-    if m.balancer is not None:
-        state += [np.asarray(list(m.balancer.current_weights().values()))]
-    return state
+    return fit_state(name, strategy, dataset)
 
 
 def _worker_main(out):
