@@ -73,7 +73,7 @@ def main():
 
     import mtl_keras as mk
 
-    tasks = mk.tasks.from_dataset("shapes", names=args.tasks.split(","))
+    tasks = mk.data.tasks_for("shapes", names=args.tasks.split(","))
     ds = mk.data.load("shapes", split="train", image_size=args.image_size, batch_size=args.batch_size,
                       tasks=tasks, size=args.batch_size)
     x, y, w = next(iter(ds))

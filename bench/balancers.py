@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     import mtl_keras as mk
 
     tf.get_logger().setLevel("ERROR")
-    tasks = mk.tasks.from_dataset("shapes", names=args.tasks)
+    tasks = mk.data.tasks_for("shapes", names=args.tasks)
     ds = mk.data.load("shapes", split="train", image_size=args.image_size, batch_size=args.batch_size,
                       tasks=tasks, size=args.batch_size)
     x, y, w = next(iter(ds))

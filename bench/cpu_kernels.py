@@ -7,7 +7,7 @@ Figures (images/s of the first ÷ images/s of the second, measured side by side 
   cpu_kernels/default_threads_over_one_thread   TensorFlow's default thread pools ÷ TF_NUM_INTRAOP_THREADS=1 and
                                                 TF_NUM_INTEROP_THREADS=1, float32 with oneDNN (ideal: the CPU count)
   cpu_kernels/probe_bfloat16_over_float32       what ``--mixed-precision auto``'s probe
-                                                (``mtl_keras.perf.measure_cpu_bfloat16_speedup``) measures here,
+                                                (``mtl_keras.train.precision.measure_cpu_bfloat16_speedup``) measures here,
                                                 with the policy auto would pick; compare with bfloat16_over_float32
 
 The step is the project's model (``mk.build_model``, default: shapes tasks shape, color, objects, mask on a
@@ -77,7 +77,7 @@ def worker(spec: dict) -> int:
     import keras
 
     import mtl_keras as mk
-    from mtl_keras import perf
+    from mtl_keras.train import precision as perf
 
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -88,7 +88,7 @@ def worker(spec: dict) -> int:
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(spec["policy"])
-    tasks = mk.tasks.from_dataset("shapes", names=spec["tasks"])
+    tasks = mk.data.tasks_for("shapes", names=spec["tasks"])
     data = mk.data.load("shapes", split="train", image_size=spec["image_size"], batch_size=spec["batch_size"],
                         tasks=tasks, size=spec["batch_size"])
     x, y, w = next(iter(data))

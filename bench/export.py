@@ -49,7 +49,7 @@ def build_model(folder: str, trunk: str, image_size: int) -> str:
     """A shapes model with BatchNorm statistics warmed up by a few training steps, saved with its config."""
     import mtl_keras as mk
 
-    tasks = mk.tasks.from_dataset("shapes", names=TASKS)
+    tasks = mk.data.tasks_for("shapes", names=TASKS)
     model = mk.build_model(tasks, trunk=trunk, image_size=image_size)
     model.compile(optimizer="adam")
     model.fit(mk.data.load("shapes", "train", image_size=image_size, batch_size=16, tasks=tasks, size=64), verbose=0)

@@ -136,13 +136,13 @@ def main():
         return SKIPPED
     _timing.header(f"GPU training speed: {args.trunk} multi-task at {args.image_size} px")
     import mtl_keras as mk
-    from mtl_keras.perf import gpu_compute_capabilities, mixed_precision_policy
+    from mtl_keras.train.precision import gpu_compute_capabilities, mixed_precision_policy
 
     details = tf.config.experimental.get_device_details(gpus[0])
     print(f"# GPU: {details.get('device_name', '?')}, compute capability {details.get('compute_capability')}, "
           f"{len(gpus)} visible", flush=True)
     mixed = mixed_precision_policy("auto", gpu_compute_capabilities())
-    tasks = mk.tasks.from_dataset("shapes", names=[n for n in args.tasks.split(",") if n])
+    tasks = mk.data.tasks_for("shapes", names=[n for n in args.tasks.split(",") if n])
     modes = [Mode("fp32", "float32", False), Mode(mixed, mixed, False), Mode(f"{mixed}+xla", mixed, True)]
     results = {}
     batch = args.max_batch

@@ -61,7 +61,7 @@ def worker(spec):
     names = task_names(args)
     gpu = bool(tf.config.list_physical_devices("GPU"))
     ds = mk.data.load("shapes", split="train", image_size=args.image_size, batch_size=args.batch_size,
-                      tasks=mk.tasks.from_dataset("shapes", names=names), size=args.batch_size)
+                      tasks=mk.data.tasks_for("shapes", names=names), size=args.batch_size)
     x, y, w = next(iter(ds))
 
     def memory():
@@ -75,7 +75,7 @@ def worker(spec):
     groups = [names] if spec["config"] == "mtl" else [[n] for n in names]
     steps, params, first_memory = [], [], None
     for group in groups:
-        model = mk.build_model(mk.tasks.from_dataset("shapes", names=group), trunk=args.trunk,
+        model = mk.build_model(mk.data.tasks_for("shapes", names=group), trunk=args.trunk,
                                image_size=args.image_size, weights=None)
         model.compile(optimizer="adam")
         yy, ww = {n: y[n] for n in group}, {n: w[n] for n in group}

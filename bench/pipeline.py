@@ -112,12 +112,12 @@ def main():
 
     import mtl_keras as mk
     from mtl_keras.data.pipeline import make_pipeline
-    from mtl_keras.perf import ThroughputLogger
+    from mtl_keras.train.callbacks import ThroughputLogger
 
     # The pipeline shuffles; Keras' reminder that fit(shuffle=True) does not apply to a Dataset is noise.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 
-    tasks = mk.tasks.from_dataset("shapes", names=names)
+    tasks = mk.data.tasks_for("shapes", names=names)
     scenes = mk.data.load("shapes", split="train", image_size=args.image_size, batch_size=args.batch_size,
                           tasks=tasks, size=10**7)
     x, y, w = next(iter(scenes))

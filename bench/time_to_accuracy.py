@@ -66,12 +66,12 @@ def train_curve(names, args):
     import keras
 
     import mtl_keras as mk
-    from mtl_keras.recipe import configure_tasks, make_optimizer
+    from mtl_keras.train.recipe import configure_tasks, make_optimizer
 
     keras.utils.set_random_seed(args.seed)
-    from mtl_keras.commands.train import parse_depends_on
+    from mtl_keras.cli.train import parse_depends_on
 
-    tasks = mk.tasks.from_dataset(args.data, names=names)
+    tasks = mk.data.tasks_for(args.data, names=names)
     # The single-task model has no other head to depend on.
     configure_tasks(tasks, args.label_smoothing, parse_depends_on(args.depends_on, names) if len(names) > 1 else {})
     steps_per_round = max(args.eval_every // args.batch_size, 1)

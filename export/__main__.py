@@ -76,7 +76,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m export``: parse, run, and turn user errors into one line and exit status 2."""
-    from mtl_keras.cli import add_verbose_argument, run_reporting_errors
+    from mtl_keras.run.entry import add_verbose_argument, run_reporting_errors
     from mtl_keras.startup import start_tensorflow, verbose_requested
 
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -8,7 +8,7 @@ written once and every mode converts from it.
 
 Example:
     >>> import mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
     >>> with SavedModel(m) as sm:
     ...     fp32 = convert(sm, "fp32")
     >>> fp32[4:8]
@@ -40,7 +40,7 @@ class SavedModel:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
         >>> with SavedModel(m) as sm:
         ...     sm.image_size
         32
@@ -95,7 +95,7 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=(), f
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["box"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["box"]), trunk="mobilenet_v3_small", image_size=32)
         >>> with SavedModel(m) as sm:
         ...     len(convert(sm, "dynamic")) < len(convert(sm, "fp32"))
         True
@@ -178,7 +178,7 @@ def match_layers(model: keras.Model, patterns) -> set[str]:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), trunk="resnet50", image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), trunk="resnet50", image_size=32)
         >>> sorted(match_layers(m, ["conv5_block3_3_*"]))
         ['conv5_block3_3_bn', 'conv5_block3_3_conv']
     """
@@ -202,7 +202,7 @@ def head_layers(model: keras.Model, tasks) -> set[str]:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), trunk="mobilenet_v3_small", image_size=32)
         >>> sorted(head_layers(m, ["box"]))
         ['box', 'box_hidden', 'box_logits']
     """
@@ -244,7 +244,7 @@ def builtin_ops(tflite_model: bytes) -> list[str]:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
         >>> with SavedModel(m) as sm:
         ...     "CONV_2D" in builtin_ops(convert(sm, "fp32"))
         True

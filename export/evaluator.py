@@ -6,7 +6,7 @@ the whole split's numpy arrays, and a task's ``dataset_metrics(targets, outputs,
 
 Example:
     >>> import numpy as np, mtl_keras as mk
-    >>> [task] = mk.tasks.from_dataset("shapes", names=["shape"])
+    >>> [task] = mk.data.tasks_for("shapes", names=["shape"])
     >>> targets, weights = {"shape": np.array([0, 1])}, {"shape": np.array([1.0, 1.0])}
     >>> evaluate_outputs([task], targets, {"shape": np.eye(6)[[0, 2]]}, weights)
     {'shape': {'accuracy': 0.5}}
@@ -24,7 +24,7 @@ def collect(dataset, tasks) -> tuple[np.ndarray, dict, dict]:
 
     Example:
         >>> import mtl_keras as mk
-        >>> tasks = mk.tasks.from_dataset("shapes", names=["count"])
+        >>> tasks = mk.data.tasks_for("shapes", names=["count"])
         >>> x, y, w = collect(mk.data.load("shapes", "test", image_size=32, batch_size=2, tasks=tasks, size=3), tasks)
         >>> x.shape, y["count"].shape
         ((3, 32, 32, 3), (3, 1))
@@ -49,7 +49,7 @@ def evaluate_outputs(tasks, targets: dict, outputs: dict, weights: dict) -> dict
 
     Example:
         >>> import numpy as np, mtl_keras as mk
-        >>> [task] = mk.tasks.from_dataset("shapes", names=["count"])
+        >>> [task] = mk.data.tasks_for("shapes", names=["count"])
         >>> evaluate_outputs([task], {"count": np.array([[1.0]])}, {"count": np.array([[1.5]])}, {"count": np.array([1.0])})
         {'count': {'mae': 0.5}}
     """
@@ -77,7 +77,7 @@ def primary(task, scores: dict) -> float:
 
     Example:
         >>> import mtl_keras as mk
-        >>> [t] = mk.tasks.from_dataset("shapes", names=["box"])
+        >>> [t] = mk.data.tasks_for("shapes", names=["box"])
         >>> primary(t, {"iou": 0.7})
         0.7
     """

@@ -21,7 +21,7 @@ from demo.runner import LiteModel, ModelError
 from export import calibration, card as card_lib, convert, layer_errors, report as report_lib
 from export.evaluator import collect, evaluate_outputs
 from mtl_keras.errors import MtlError
-from mtl_keras.io import ensure_dir
+from mtl_keras.run.files import ensure_dir
 
 DEFAULT_MODES = ("fp32", "fp16", "dynamic", "int8")
 # Full-integer modes whose drift from fp32 is traced layer by layer (export/layer_errors.py).
@@ -89,8 +89,9 @@ def export_model(
     the run's saved one, when ``data`` is the run's dataset). ``floors``: ``--min-metric`` strings. ``eval_size``: number
     of test images (default: the whole split).
     """
-    import mtl_keras as mk
-    from mtl_keras.commands.evaluate import data_options as resolve_options, run_config
+    from mtl_keras import data as data_lib
+    from mtl_keras.model.saving import load_model
+    from mtl_keras.run.folder import data_options as resolve_options, run_config
 
     float_heads = [h for h in float_heads if h]
     float_layers = [p for p in float_layers if p]
@@ -99,7 +100,7 @@ def export_model(
     data = data or config.get("data")
     # Resolved before the model loads, so a --data-dir the dataset cannot take fails at once.
     options = resolve_options(data, data_dir, config) if data else {}
-    model = mk.load_model(model_path, safe_mode=safe_mode, compile=False)
+    model = load_model(model_path, safe_mode=safe_mode, compile=False)
     if not data:
         raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
     floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
@@ -119,7 +120,7 @@ def export_model(
 
     image_size = int(model.inputs[0].shape[1])
     log(f"evaluating the Keras model on the {split} split of {data} ...")
-    dataset = mk.data.load(data, split=split, image_size=image_size, batch_size=64, tasks=model.tasks,
+    dataset = data_lib.load(data, split=split, image_size=image_size, batch_size=64, tasks=model.tasks,
                            size=eval_size, augment=False, **options)
     images, targets, weights = collect(dataset, model.tasks)
     reference = {k: np.asarray(v) for k, v in model.predict(images, batch_size=64, verbose=0).items()}

@@ -2,7 +2,7 @@
 
 Example:
     >>> import mtl_keras as mk
-    >>> tasks = mk.tasks.from_dataset("shapes", names=["shape", "color", "box"])
+    >>> tasks = mk.data.tasks_for("shapes", names=["shape", "color", "box"])
     >>> model = mk.build_model(tasks, trunk="resnet50", image_size=64, weights=None)
     >>> model.compile(optimizer="adam", loss_weights={"box": 5.0})
 """
@@ -26,10 +26,17 @@ _LAZY = {
     "MtlError": "mtl_keras.errors",
     "MultiTaskModel": "mtl_keras.model",
     "build_model": "mtl_keras.model",
-    "load_model": "mtl_keras.saving",
+    "load_model": "mtl_keras.model.saving",
+    # The stages, as subpackages (README, "Layout").
+    "balancing": None,
     "data": None,
+    "evaluate": None,
+    "explain": None,
     "layers": None,
+    "model": None,
+    "run": None,
     "tasks": None,
+    "train": None,
 }
 
 

@@ -52,7 +52,7 @@ def _build_exported_run(run: str) -> None:
     from export.stage import export_model
 
     os.makedirs(run, exist_ok=True)
-    model = mk.build_model(mk.tasks.from_dataset("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
+    model = mk.build_model(mk.data.tasks_for("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
     model.compile(optimizer="adam")
     train = mk.data.load("shapes", "train", image_size=IMAGE_SIZE, batch_size=16, tasks=model.tasks, size=16 * STEPS)
     model.fit(train, epochs=1, verbose=0)
@@ -92,7 +92,7 @@ def int16x8_run(root) -> dict:
     run = os.path.join(os.fspath(root), "run16")
     os.makedirs(run, exist_ok=True)
     keras.utils.set_random_seed(16)
-    model = mk.build_model(mk.tasks.from_dataset("shapes", names=INT16_TASKS), trunk=INT16_TRUNK, image_size=IMAGE_SIZE)
+    model = mk.build_model(mk.data.tasks_for("shapes", names=INT16_TASKS), trunk=INT16_TRUNK, image_size=IMAGE_SIZE)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     saved_momentum = [bn.momentum for bn in norms]
     for bn in norms:

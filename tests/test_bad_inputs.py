@@ -453,7 +453,7 @@ def lambda_model(tmp_path_factory):
 
     import mtl_keras as mk
 
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "count"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "count"])
     image = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Lambda(lambda t: t / 255.0, name="scale")(image)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -481,14 +481,15 @@ def test_export_refuses_a_lambda(lambda_model, tmp_path, capsys):
 
 def test_export_unsafe_gets_past_loading(lambda_model, tmp_path, monkeypatch):
     """--unsafe reaches the model (stopped right after loading, to keep the test fast)."""
-    import mtl_keras as mk
-    loaded, original = [], mk.load_model
+    from mtl_keras.model import saving
+
+    loaded, original = [], saving.load_model
 
     def stop(path, safe_mode=True, compile=True):
         loaded.append(original(path, safe_mode=safe_mode, compile=compile))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mk, "load_model", stop)
+    monkeypatch.setattr(saving, "load_model", stop)
     assert _export_main([str(lambda_model), "--modes", "fp32", "--out", str(tmp_path / "exp"), "--unsafe"]) == 130
     assert [m.name for m in loaded] == ["with_lambda"]
 

@@ -17,7 +17,7 @@ from mtl_keras.balancing import (
     gradnorm_targets,
     pcgrad_coefficients,
 )
-from mtl_keras.distribute import get_strategy
+from mtl_keras.train.distribute import get_strategy
 from mtl_keras.errors import MtlError
 
 

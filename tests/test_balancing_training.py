@@ -21,7 +21,7 @@ SIZE = 32
 
 
 def make_tasks():
-    shapes = mk.tasks.from_dataset("shapes", names=["shape", "count", "box"])
+    shapes = mk.data.tasks_for("shapes", names=["shape", "count", "box"])
     for t in shapes:
         t.hidden_units = 16
     return shapes

@@ -77,7 +77,7 @@ def test_labels_follow_the_json(root):
 def test_splits_by_id_and_the_pipeline(root):
     src = CocoJsonSource(str(root))
     assert [[im["id"] for im in src._images[s]] for s in ("train", "val", "test")] == [[12, 13], [11], [10]]
-    tasks = mk.tasks.from_dataset(f"coco:{root}")
+    tasks = mk.data.tasks_for(f"coco:{root}")
     ds = mk.data.load(f"coco:{root}", split="train", image_size=32, batch_size=2, tasks=tasks, augment=False)
     x, y, w = next(iter(ds))
     assert tuple(x.shape) == (2, 32, 32, 3) and float(x[0, 0, 0, 0]) == pytest.approx(12.0, abs=1e-3)
@@ -103,7 +103,7 @@ def test_errors_name_the_problem(tmp_path, root):
     with pytest.raises(MtlError, match="no annotations.json"):
         CocoJsonSource(str(tmp_path))
     with pytest.raises(MtlError, match=r"has no label for task 'shape'; available: category, box"):
-        mk.tasks.from_dataset(f"coco:{root}", names=["shape"])
+        mk.data.tasks_for(f"coco:{root}", names=["shape"])
     with pytest.raises(MtlError, match="unknown split 'dev'; available: test, train, val"):
         CocoJsonSource(str(root)).examples("dev", 32)
 

@@ -8,9 +8,9 @@ import pytest
 
 import mtl_keras as mk
 from mtl_keras.cli import main
-from mtl_keras.compare import delta_m, format_table
+from mtl_keras.evaluate.compare import delta_m, format_table
 from mtl_keras.errors import MtlError
-from mtl_keras.recipe import DEFAULTS as RECIPE_DEFAULTS
+from mtl_keras.train.recipe import DEFAULTS as RECIPE_DEFAULTS
 
 
 def test_delta_m_on_known_numbers():
@@ -82,7 +82,7 @@ def tiny_build_model(tasks, trunk=None, image_size=32, weights=None, **_):
 
 
 def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mk, "build_model", tiny_build_model)
+    monkeypatch.setattr("mtl_keras.model.build_model", tiny_build_model)
     out = tmp_path / "cmp"
     argv = ["compare", "--data", "shapes", "--tasks", "count,box", "--balancers", "static,uncertainty",
             "--image-size", "32", "--epochs", "1", "--batch-size", "8",
@@ -116,7 +116,7 @@ def test_compare_keeps_results_when_delta_m_is_undefined():
 
 
 def test_compare_refuses_bad_seed_count_before_training():
-    from mtl_keras.compare import compare
+    from mtl_keras.evaluate.compare import compare
 
     with pytest.raises(MtlError, match="seeds must be a positive integer"):
         compare("shapes", ["shape", "box"], ["static"], seeds=0)
@@ -124,7 +124,7 @@ def test_compare_refuses_bad_seed_count_before_training():
 
 def test_seed_statistics_and_table_on_known_numbers(monkeypatch):
     """Aggregation over seeds without training: each run's metrics depend on the seed in a known way."""
-    import mtl_keras.compare as cmp
+    import mtl_keras.evaluate.compare as cmp
 
     calls = []
 
@@ -161,7 +161,7 @@ def test_seed_statistics_and_table_on_known_numbers(monkeypatch):
 
 
 def test_one_seed_has_no_spread():
-    from mtl_keras.compare import delta_m_summary, seed_summary
+    from mtl_keras.evaluate.compare import delta_m_summary, seed_summary
 
     assert seed_summary([0.7]) == {"mean": 0.7, "std": None, "se": None, "n": 1}
     assert delta_m_summary([3.0])["significant"] is None
@@ -183,7 +183,7 @@ def tiny_build_model_spy(record):
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
     """``mtl-keras compare --seeds 2`` on a tiny model, with spies on the data, model and optimizer."""
-    import mtl_keras.recipe as recipe
+    import mtl_keras.train.recipe as recipe
 
     builds, loads, optimizers = [], [], []
     real_load, real_optimizer = mk.data.load, recipe.make_optimizer
@@ -202,7 +202,7 @@ def two_seeds(tmp_path_factory):
             "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--train-size", "16", "--eval-size", "8",
             "--warmup", "0.5", "--seeds", "2", "--out", str(out)]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mk, "build_model", tiny_build_model_spy(builds))
+        mp.setattr("mtl_keras.model.build_model", tiny_build_model_spy(builds))
         mp.setattr(mk.data, "load", load)
         mp.setattr(recipe, "make_optimizer", make_optimizer)
         assert main(argv) == 0

@@ -126,7 +126,7 @@ def test_numpy_decoding_matches_the_library(exported):
 
     card = json.loads(open(os.path.join(exported["export"], "model_card.json")).read())
     rng = np.random.default_rng(1)
-    for entry, task in zip(card["tasks"], mk.tasks.from_dataset("shapes", names=TASKS)):
+    for entry, task in zip(card["tasks"], mk.data.tasks_for("shapes", names=TASKS)):
         output = rng.random(task.num_outputs).astype(np.float32)
         ours, theirs = heads.decode(entry, output), task.decode(output)
         assert {k: ours[k] for k in theirs} == theirs, task.name

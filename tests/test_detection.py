@@ -9,7 +9,7 @@ import mtl_keras as mk
 from demo import scenes
 from demo.decoding import decode_detections, local_peaks
 from mtl_keras.errors import MtlError
-from mtl_keras.evaluate import evaluate_model
+from mtl_keras.evaluate.metrics import evaluate_model
 from mtl_keras.tasks import DetectionTask
 from mtl_keras.tasks.box import box_iou
 from mtl_keras.tasks.detection import CenterNetLoss, targets_to_boxes
@@ -171,7 +171,7 @@ DENSE_NAMES = ["shape", "box", "objects", "mask"]
 
 @pytest.fixture(scope="module")
 def dense_model():
-    tasks = mk.tasks.from_dataset("shapes", names=DENSE_NAMES)
+    tasks = mk.data.tasks_for("shapes", names=DENSE_NAMES)
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     return model
@@ -185,7 +185,7 @@ def dense_data(dense_model):
 
 
 def test_both_dense_heads_share_one_fpn_and_have_dense_outputs(dense_model):
-    single = mk.build_model(mk.tasks.from_dataset("shapes", names=["mask"]), trunk="mobilenet_v3_small", image_size=SIZE)
+    single = mk.build_model(mk.data.tasks_for("shapes", names=["mask"]), trunk="mobilenet_v3_small", image_size=SIZE)
     fpn = lambda m: sorted(l.name for l in m.layers if l.name.startswith("fpn_"))  # noqa: E731
     assert fpn(dense_model) == fpn(single) and fpn(single)
     shapes = {k: tuple(v.shape) for k, v in dense_model.output.items()}

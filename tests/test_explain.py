@@ -105,7 +105,7 @@ def test_main_box_prefers_box_label_then_largest_object():
 
 
 def test_parse_targets():
-    from mtl_keras.commands.explain import parse_targets
+    from mtl_keras.cli.explain import parse_targets
 
     assert parse_targets(["label", "box=x1"], ["shape", "box"]) == {"shape": "label", "box": "x1"}
     assert parse_targets([], ["shape"]) == {}
@@ -165,7 +165,7 @@ def test_unsoftmax_recovers_raw_outputs():
 @pytest.fixture(scope="module")
 def small_model():
     keras.utils.set_random_seed(3)
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "box", "count"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "box", "count"])
     return mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
 
 
@@ -271,7 +271,7 @@ def test_every_method_and_dense_heads_give_maps():
     from mtl_keras.tasks import DetectionTask, SegmentationTask
 
     keras.utils.set_random_seed(4)
-    tasks = mk.tasks.from_dataset("shapes", names=["color", "objects", "mask"])
+    tasks = mk.data.tasks_for("shapes", names=["color", "objects", "mask"])
     assert isinstance(tasks[1], DetectionTask) and isinstance(tasks[2], SegmentationTask)
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
     ex = load_examples("shapes", "test", SIZE, 2)
@@ -287,9 +287,9 @@ def test_every_method_and_dense_heads_give_maps():
 
 # ----- which layer ------------------------------------------------------------------------------
 def test_tap_layers_from_graph_match_the_trunk_spec():
-    from mtl_keras.trunks import trunk_spec
+    from mtl_keras.model.trunks import trunk_spec
 
-    model = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), trunk="resnet50", image_size=SIZE)
+    model = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), trunk="resnet50", image_size=SIZE)
     assert layers.tap_layers(model) == dict(trunk_spec("resnet50").tap_layers)
     assert layers.resolve_layer(model, "shape") == "conv5_block3_out"
     # The box head reads the stride-16 map only: auto gives it that, c5 is refused.
@@ -319,7 +319,7 @@ def trained(tmp_path_factory):
     """A small shapes model (one object per image) before and after a short training budget."""
     keras.utils.set_random_seed(0)
     opts = {"max_objects": 1}
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"], **opts)
+    tasks = mk.data.tasks_for("shapes", names=["shape", "box"], **opts)
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
     examples = load_examples("shapes", "test", SIZE, N_CHECK, **opts)
     # c3 (stride 8, 8x8 at 64 px): the box head flattens its 4x4 c4 map into a dense layer, so

@@ -140,7 +140,7 @@ def test_layer_errors_trace_the_int8_drift_and_catch_a_mismatch(exported, noise)
     first_conv = next(r for r in same if r["layer"].startswith("conv") and r["layer"] != "conv_1")
     assert first_conv["relative_error"] < 0.1
     # The int8 file of a differently initialised model: the comparison must see it at the first conv already.
-    other = mk.build_model(mk.tasks.from_dataset("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
+    other = mk.build_model(mk.data.tasks_for("shapes", names=TASKS), trunk="mobilenet_v3_small", image_size=IMAGE_SIZE)
     with convert.SavedModel(other) as sm:
         wrong = convert.convert(sm, "int8", calibration.representative_dataset(noise))
     rows = [r for r in layer_errors.compare(fp32, wrong, noise) if np.isfinite(r["relative_error"])]
@@ -150,7 +150,7 @@ def test_layer_errors_trace_the_int8_drift_and_catch_a_mismatch(exported, noise)
 
 def test_report_metrics_come_from_the_tflite_and_match_evaluate(exported, keras_model):
     import mtl_keras as mk
-    from mtl_keras.evaluate import evaluate_model
+    from mtl_keras.evaluate.metrics import evaluate_model
 
     report = exported["report"]
     ds = mk.data.load("shapes", split="test", image_size=IMAGE_SIZE, batch_size=16, tasks=keras_model.tasks,

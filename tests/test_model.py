@@ -12,7 +12,7 @@ NAMES = ["shape", "color", "present", "box", "count"]
 
 @pytest.fixture(scope="module")
 def tasks():
-    return mk.tasks.from_dataset("shapes", names=NAMES)
+    return mk.data.tasks_for("shapes", names=NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_lambda_models_are_refused_in_safe_mode(tmp_path):
 
 
 def test_branch_point_and_depends_on(tmp_path, batch):
-    ts = mk.tasks.from_dataset("shapes", names=["shape", "color"])
+    ts = mk.data.tasks_for("shapes", names=["shape", "color"])
     ts[1].depends_on = ("shape",)
     model = mk.build_model(ts, trunk="mobilenet_v3_small", image_size=64, branch_point="c4")
     branches = sorted(l.name for l in model.layers if isinstance(l, keras.Model))
@@ -146,6 +146,6 @@ def test_build_errors_are_clear(tasks):
     with pytest.raises(MtlError, match="two tasks are named"):
         mk.build_model([tasks[0], tasks[0]])
     with pytest.raises(MtlError, match="has no label for task 'colour'"):
-        mk.tasks.from_dataset("shapes", names=["colour"])
+        mk.data.tasks_for("shapes", names=["colour"])
     with pytest.raises(MtlError, match="unknown dataset 'cifar'"):
-        mk.tasks.from_dataset("cifar")
+        mk.data.tasks_for("cifar")

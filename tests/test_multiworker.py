@@ -83,7 +83,7 @@ def _worker_main(out):
     import tensorflow as tf
 
     from mtl_keras.data.sharding import shard_indices
-    from mtl_keras.distribute import get_strategy, per_worker_dataset
+    from mtl_keras.train.distribute import get_strategy, per_worker_dataset
 
     strategy = get_strategy("multiworker", connect_timeout=120)
     x, y, w = global_data()

@@ -1,4 +1,4 @@
-"""mtl_keras.perf: mixed-precision policy choice, ThroughputLogger."""
+"""mtl_keras.train.precision: mixed-precision policy choice, ThroughputLogger."""
 
 import csv
 import functools
@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_keras import perf
+from mtl_keras.train import precision as perf
+from mtl_keras.train.callbacks import ThroughputLogger
 from mtl_keras.errors import MtlError
 
 
@@ -87,7 +88,7 @@ def test_mixed_policy_reaches_the_model_and_outputs_stay_float32(restore_policy)
     import mtl_keras as mk
 
     assert perf.set_mixed_precision("float16") == "mixed_float16"
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "box"])
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=32)
     assert model.get_layer("shape_hidden").compute_dtype == "float16"
     out = model(np.zeros((1, 32, 32, 3), "float32"))
@@ -232,7 +233,7 @@ def run_epoch(cb, clock, step_seconds, steps, first_extra=0.0, epoch=0, stride=1
 
 def test_throughput_leaves_out_the_first_batch_and_caps_the_short_last_one():
     clock = FakeClock()
-    cb = perf.ThroughputLogger(batch_size=10, examples_per_epoch=95, verbose=0)
+    cb = ThroughputLogger(batch_size=10, examples_per_epoch=95, verbose=0)
     cb._clock = clock
     # 10 steps of 0.5 s; the first also traces for 30 s and must not count.
     logs = run_epoch(cb, clock, 0.5, steps=10, first_extra=30.0)
@@ -245,7 +246,7 @@ def test_throughput_leaves_out_the_first_batch_and_caps_the_short_last_one():
 
 def test_throughput_with_steps_per_execution_and_single_step_epochs():
     clock = FakeClock()
-    cb = perf.ThroughputLogger(batch_size=8, verbose=0)
+    cb = ThroughputLogger(batch_size=8, verbose=0)
     cb._clock = clock
     # steps_per_execution=4: Keras reports batches 3, 7, 11 only.
     logs = run_epoch(cb, clock, 0.1, steps=12, stride=4)
@@ -260,7 +261,7 @@ def test_throughput_reaches_history_and_csv_and_prints(tmp_path):
     model.compile(optimizer="sgd", loss="mse")
     x, y = np.ones((40, 4), "float32"), np.ones((40, 1), "float32")
     printed = []
-    cb = perf.ThroughputLogger(batch_size=8, examples_per_epoch=40, print_fn=printed.append)
+    cb = ThroughputLogger(batch_size=8, examples_per_epoch=40, print_fn=printed.append)
     path = tmp_path / "history.csv"
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[cb, keras.callbacks.CSVLogger(str(path))])
     assert len(history.history["images_per_second"]) == 2
@@ -273,7 +274,7 @@ def test_throughput_reaches_history_and_csv_and_prints(tmp_path):
 
 def test_throughput_rejects_a_bad_batch_size():
     with pytest.raises(MtlError, match="batch size"):
-        perf.ThroughputLogger(batch_size=0)
+        ThroughputLogger(batch_size=0)
 
 
 @pytest.mark.parametrize("balancer", ["static", "uncertainty", "pcgrad"])
@@ -282,7 +283,7 @@ def test_train_and_test_functions_are_traced_once(balancer):
     # Python code in train_step runs once per trace, so counting its calls counts traces.
     import mtl_keras as mk
 
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "present", "box", "count"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "present", "box", "count"])
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=32)
     model.compile(optimizer="adam", balancer=balancer)
     ds = mk.data.load("shapes", split="train", image_size=32, batch_size=8, tasks=tasks, size=16)

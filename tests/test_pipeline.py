@@ -49,7 +49,7 @@ def test_resize_keeps_relative_boxes_and_nearest_masks():
 
 
 def test_missing_labels_get_zero_weight():
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "present", "box", "count"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "present", "box", "count"])
     ex = {
         "image": tf.zeros((32, 32, 3), tf.uint8),
         "labels": {"shape": tf.constant(-1), "present": -tf.ones(6), "box": -tf.ones(4), "count": tf.constant(2.0)},
@@ -65,7 +65,7 @@ def test_missing_labels_get_zero_weight():
 
 
 def test_load_yields_batched_targets_and_weights_per_task():
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "box"])
     train, test = mk.data.load("shapes", split=["train", "test"], image_size=32, batch_size=4, size=8, tasks=tasks)
     x, y, w = next(iter(test))
     assert x.shape == (4, 32, 32, 3) and x.dtype == tf.float32

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mtl_keras as mk
-from mtl_keras.commands.train import parse_depends_on
+from mtl_keras.cli.train import parse_depends_on
 from mtl_keras.errors import MtlError
-from mtl_keras.recipe import learning_rate_schedule, make_optimizer
+from mtl_keras.train.recipe import learning_rate_schedule, make_optimizer
 from mtl_keras.tasks.classification import SparseSmoothedCrossentropy
 
 
@@ -83,7 +83,7 @@ def _gammas(model):
 
 
 def test_zero_init_residual_zeroes_exactly_the_last_batchnorm_of_each_resnet_block():
-    tasks = mk.tasks.from_dataset("shapes", names=["shape"])
+    tasks = mk.data.tasks_for("shapes", names=["shape"])
     zeroed = _gammas(mk.build_model(tasks, "resnet50", 32))
     assert len(zeroed) == 16 and not any(zeroed.values())  # 3 + 4 + 6 + 3 bottleneck blocks
     assert all(_gammas(mk.build_model(tasks, "resnet50", 32, zero_init_residual=False)).values())
@@ -92,19 +92,19 @@ def test_zero_init_residual_zeroes_exactly_the_last_batchnorm_of_each_resnet_blo
 
 
 def test_global_heads_read_the_pooled_pyramid_only_when_a_dense_head_trains_it():
-    dense = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64)
+    dense = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64)
     names = {l.name for l in dense.layers}
     assert {"pyramid_pool", "shared_features", "fpn_lateral_c2"} <= names
     assert dense.get_layer("shape_hidden").input.shape[-1] == dense.get_layer("shared_pool").output.shape[-1] + 64
-    plain = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "color"]), "mobilenet_v3_small", 64)
+    plain = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "color"]), "mobilenet_v3_small", 64)
     assert not {"pyramid_pool", "shared_features"} & {l.name for l in plain.layers}
-    forced = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64,
+    forced = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "mask"]), "mobilenet_v3_small", 64,
                             pool_pyramid=False)
     assert "pyramid_pool" not in {l.name for l in forced.layers}
 
 
 def test_a_dense_dependency_is_pooled_standardised_and_reaches_the_head(tmp_path):
-    tasks = mk.tasks.from_dataset("shapes", names=["shape", "objects"])
+    tasks = mk.data.tasks_for("shapes", names=["shape", "objects"])
     tasks[0].depends_on = ("objects",)
     model = mk.build_model(tasks, "mobilenet_v3_small", 32)
     pooled = model.get_layer("shape_pool_0")
@@ -156,7 +156,7 @@ def test_resuming_a_run_saved_before_the_recipe_flags_keeps_its_old_recipe(tmp_p
     import argparse
     import json
 
-    from mtl_keras.commands.train import add_arguments, load_resume_config
+    from mtl_keras.cli.train import add_arguments, load_resume_config
 
     p = argparse.ArgumentParser()
     add_arguments(p)

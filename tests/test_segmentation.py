@@ -85,7 +85,7 @@ def test_bad_settings_are_clear_errors():
 
 
 def test_scenes_masks_reach_the_model_at_input_resolution():
-    tasks = mk.tasks.from_dataset("shapes", names=["mask"])
+    tasks = mk.data.tasks_for("shapes", names=["mask"])
     assert tasks[0].classes == ["background", *scenes.SHAPES]
     ds = mk.data.load("shapes", "val", image_size=64, batch_size=2, size=2, tasks=tasks)
     _, y, w = next(iter(ds))

@@ -23,7 +23,7 @@ def _first_batch(name, tasks):
 
 
 def test_oxford_pets_has_breed_species_box_and_trimap_mask(mock):
-    tasks = mk.tasks.from_dataset("tfds:oxford_iiit_pet")
+    tasks = mk.data.tasks_for("tfds:oxford_iiit_pet")
     assert [t.name for t in tasks] == ["breed", "species", "box", "mask"]
     by_name = {t.name: t for t in tasks}
     assert len(by_name["breed"].classes) == 37 and by_name["species"].classes == ["cat", "dog"]
@@ -77,7 +77,7 @@ def test_unknown_names_and_missing_data_are_clear_errors(mock, tmp_path):
     with pytest.raises(MtlError, match="unknown dataset 'voc'; available: .*coco:.*tfds:"):
         mk.data.get_source("voc")
     with pytest.raises(MtlError, match="has no label for task 'mask'; available: present, objects"):
-        mk.tasks.from_dataset("tfds:voc/2007", names=["present", "mask"])
+        mk.data.tasks_for("tfds:voc/2007", names=["present", "mask"])
     with pytest.raises(MtlError, match="tfds data dir not found"):
         TfdsSource("voc/2007", data_dir=str(tmp_path / "nowhere"))
     with pytest.raises(MtlError, match="unknown split 'dev'"):

@@ -11,7 +11,7 @@ NAMES = ["shape", "color", "present", "box", "count"]
 @pytest.mark.slow
 def test_short_fit_lowers_every_task_loss():
     keras.utils.set_random_seed(0)
-    tasks = mk.tasks.from_dataset("shapes", names=NAMES)
+    tasks = mk.data.tasks_for("shapes", names=NAMES)
     data = mk.data.load("shapes", split="val", image_size=64, batch_size=16, size=64, tasks=tasks)
     # A low BatchNorm momentum lets inference statistics catch up within a few dozen steps.
     model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=64, bn_momentum=0.5)

@@ -15,7 +15,7 @@ class BalancerLogger(keras.callbacks.Callback):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
         >>> m.compile(optimizer="adam", balancer="uncertainty")
         >>> logs = {}
         >>> BalancerLogger(m).on_epoch_end(0, logs)

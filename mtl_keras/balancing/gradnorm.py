@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from mtl_keras.balancing.base import Balancer, register_balancer
@@ -32,11 +31,11 @@ def last_shared_kernel(model):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "color"]), "mobilenet_v3_small", 32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "color"]), "mobilenet_v3_small", 32)
         >>> last_shared_kernel(m).path  # both heads read the pooled c5: the trunk's last conv
         'conv_1/kernel'
     """
-    from mtl_keras.training import shared_layers
+    from mtl_keras.balancing.step import shared_layers
 
     for layer in reversed(shared_layers(model)):
         kernel = getattr(layer, "kernel", None)

@@ -1,4 +1,4 @@
-"""Data sources (built-in scenes, tensorflow-datasets, a user's COCO JSON) and the ``load`` entry point.
+"""Data sources (built-in scenes, tensorflow-datasets, a user's COCO JSON), ``load`` and ``tasks_for``.
 
 Example:
     >>> import mtl_keras as mk
@@ -185,3 +185,27 @@ register_source("shapes", functools.partial(ScenesSource, "shapes"))
 register_source("digits", functools.partial(ScenesSource, "digits"))
 register_source("tfds", _tfds_source, prefixed=True, options=("data_dir", "download", "max_objects"))
 register_source("coco", _coco_source, prefixed=True, options=("max_objects", "flip"))
+
+
+def tasks_for(dataset: str, names=None, **dataset_options) -> list:
+    """The tasks a dataset has labels for, in the order of ``names`` (all of them when omitted).
+
+    Example:
+        >>> [t.kind for t in tasks_for("shapes", names=["color", "count"])]
+        ['classification', 'regression']
+    """
+    available = get_source(dataset, **dataset_options).tasks()
+    if names is None:
+        return list(available.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise MtlError("no task names given")
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise MtlError(f"task {n!r} is listed twice")
+        seen.add(n)
+        if n not in available:
+            raise MtlError(f"dataset {dataset!r} has no label for task {n!r}; available: {', '.join(available)}")
+    return [available[n] for n in names]

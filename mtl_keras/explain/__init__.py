@@ -8,7 +8,7 @@
 
 Example:
     >>> import numpy as np, mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
     >>> compute_cams(m, np.zeros((1, 64, 64, 3), "float32"))["shape"].maps.shape
     (1, 2, 2)
 """

@@ -19,7 +19,7 @@ tf-keras-vis 0.8.7 with Keras 3 (each point checked on this stack; ``tests/test_
 
 Example:
     >>> import numpy as np, mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
     >>> res = compute_cams(m, np.zeros((2, 64, 64, 3), "float32"), layer="c4")
     >>> res["shape"].maps.shape, res["box"].layer
     ((2, 4, 4), 'conv4_block6_out')
@@ -73,7 +73,7 @@ def head_model(model, tasks, scorecam: bool = False) -> keras.Model:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "count"]), image_size=32,
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "count"]), image_size=32,
         ...                    trunk="mobilenet_v3_small")
         >>> [tuple(o.shape) for o in head_model(m, m.tasks, scorecam=True).outputs]
         [(None, 7), (None, 2)]
@@ -153,7 +153,7 @@ def compute_cams(
 
     Example:
         >>> import numpy as np, mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
         >>> res = compute_cams(m, np.zeros((1, 64, 64, 3), "float32"), method="gradcam++")
         >>> res["shape"].layer, res["shape"].maps.shape
         ('conv5_block3_out', (1, 2, 2))

@@ -6,7 +6,7 @@ Works on a loaded model from its graph alone: the ``c5`` tap is what ``shared_po
 
 Example:
     >>> import mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
     >>> tap_layers(m)["c4"], resolve_layer(m, "box", "auto")
     ('conv4_block6_out', 'conv4_block6_out')
 """
@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from mtl_keras.errors import MtlError
-from mtl_keras.trunks import TAP_STRIDES
+from mtl_keras.model.trunks import TAP_STRIDES
 
 AUTO = "auto"
 # "auto" takes, per head, the deepest of these that the head actually reads.
@@ -43,7 +43,7 @@ def tap_layers(model) -> dict:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
         >>> tap_layers(m)
         {'c3': 'conv3_block4_out', 'c4': 'conv4_block6_out', 'c5': 'conv5_block3_out'}
     """
@@ -72,7 +72,7 @@ def reads(model, task: str, layer: str) -> bool:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
         >>> reads(m, "shape", "conv5_block3_out"), reads(m, "box", "conv5_block3_out")
         (True, False)
     """
@@ -88,7 +88,7 @@ def resolve_layer(model, task: str, layer: str = AUTO) -> str:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
         >>> resolve_layer(m, "shape"), resolve_layer(m, "shape", "c4")
         ('conv5_block3_out', 'conv4_block6_out')
     """
@@ -132,7 +132,7 @@ def tap_of(model, layer: str) -> str | None:
 
     Example:
         >>> import mtl_keras as mk
-        >>> tap_of(mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=64), "conv4_block6_out")
+        >>> tap_of(mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64), "conv4_block6_out")
         'c4'
     """
     for tap, name in tap_layers(model).items():
@@ -146,7 +146,7 @@ def is_shared(model, layer: str) -> bool:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
         >>> is_shared(m, "conv4_block6_out"), is_shared(m, "conv5_block3_out")
         (True, False)
     """

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mtl_keras import io
+from mtl_keras.run import files as io
 
 PANEL = 192
 CAPTION_H = 24

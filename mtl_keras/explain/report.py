@@ -2,7 +2,7 @@
 
 Example:
     >>> import mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), image_size=64)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
     >>> rep = explain(m, load_examples("shapes", "test", 64, 2), layer="c4")
     >>> sorted(rep["tasks"]), rep["tasks"]["box"]["layer"]
     (['box', 'shape'], 'conv4_block6_out')
@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from mtl_keras import io
+from mtl_keras.run import files as io
 from mtl_keras.errors import MtlError
 from mtl_keras.explain import checks, render
 from mtl_keras.explain import layers as layer_lib
@@ -96,7 +96,7 @@ def explain(
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), image_size=64)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), image_size=64)
         >>> explain(m, load_examples("shapes", "test", 64, 1))["tasks"]["color"]["n_images"]
         1
     """
@@ -166,7 +166,7 @@ def untrained_copy(model, seed: int = 0):
 
     Example:
         >>> import mtl_keras as mk
-        >>> tasks = mk.tasks.from_dataset("shapes", names=["count"])
+        >>> tasks = mk.data.tasks_for("shapes", names=["count"])
         >>> m = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=32)
         >>> c = untrained_copy(m); c.output_names == m.output_names and c is not m
         True

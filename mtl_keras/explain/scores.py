@@ -102,7 +102,7 @@ def score_tensor(model, task):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape"]), image_size=32, trunk="mobilenet_v3_small")
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=32, trunk="mobilenet_v3_small")
         >>> score_tensor(m, m.tasks[0]).shape
         (None, 6)
     """

@@ -37,7 +37,7 @@ def fpn_features(features: dict, channels: int = DEFAULT_CHANNELS):
 
     Example:
         >>> import keras
-        >>> from mtl_keras.trunks import build_trunk
+        >>> from mtl_keras.model.trunks import build_trunk
         >>> feats = build_trunk("mobilenet_v3_small", keras.Input((64, 64, 3)), weights=None)
         >>> p = fpn_features(feats)
         >>> tuple(p.shape[1:]), fpn_features(feats) is p

@@ -2,7 +2,7 @@
 
 Example:
     >>> import mtl_keras as mk
-    >>> [t.name for t in mk.tasks.from_dataset("shapes", names=["shape", "box"])]
+    >>> [t.name for t in mk.data.tasks_for("shapes", names=["shape", "box"])]
     ['shape', 'box']
 """
 
@@ -19,11 +19,12 @@ __all__ = [
     "TASK_TYPES",
     "BoxTask",
     "ClassificationTask",
+    "DetectionTask",
     "MultilabelTask",
     "RegressionTask",
+    "SegmentationTask",
     "Task",
     "from_config",
-    "from_dataset",
     "register_task_type",
 ]
 
@@ -36,32 +37,6 @@ def from_config(config: dict) -> Task:
         'box'
     """
     return Task.from_config(config)
-
-
-def from_dataset(dataset: str, names=None, **dataset_options) -> list[Task]:
-    """The tasks a dataset has labels for, in the order of ``names`` (all of them when omitted).
-
-    Example:
-        >>> [t.kind for t in from_dataset("shapes", names=["color", "count"])]
-        ['classification', 'regression']
-    """
-    from mtl_keras import data
-
-    available = data.get_source(dataset, **dataset_options).tasks()
-    if names is None:
-        return list(available.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    if not names:
-        raise MtlError("no task names given")
-    seen = set()
-    for n in names:
-        if n in seen:
-            raise MtlError(f"task {n!r} is listed twice")
-        seen.add(n)
-        if n not in available:
-            raise MtlError(f"dataset {dataset!r} has no label for task {n!r}; available: {', '.join(available)}")
-    return [available[n] for n in names]
 
 
 def check_unique(tasks) -> list[Task]:

@@ -6,7 +6,7 @@ output. Targets are encoded in ``tf.data`` from the Keras bounding-box dict
 ``{"boxes": [M, 4] rel_yxyx, "labels": [M]}`` (padded with -1) into ``[H/4, W/4, C + 5]``: the
 Gaussian heatmaps, size, offset and a centre indicator. Decoding (peak picking, top-k, threshold)
 is ``demo.decoding.decode_detections`` — numpy, shared with the device demo. Evaluation is COCO mAP
-through pycocotools (``mtl_keras.coco_eval``).
+through pycocotools (``mtl_keras.tasks.coco_map``).
 
 Example:
     >>> t = DetectionTask("objects", classes=["circle", "square"])
@@ -280,7 +280,7 @@ class DetectionTask(Task):
             >>> t.dataset_metrics(y, y[..., :5], np.ones(1))
             {'map': 1.0, 'map50': 1.0}
         """
-        from mtl_keras.coco_eval import CocoEvaluator
+        from mtl_keras.tasks.coco_map import CocoEvaluator
 
         targets, outputs = np.asarray(targets), np.asarray(outputs)
         weights = np.asarray(weights, np.float32).reshape(len(targets), -1)[:, 0]

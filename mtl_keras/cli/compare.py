@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=2048, help="training examples per epoch, every run")
     p.add_argument("--eval-size", type=int, default=512, help="examples of --split to score every run on")
     p.add_argument("--split", default="val", choices=["val", "test"])
-    from mtl_keras.recipe import add_recipe_arguments
+    from mtl_keras.train.recipe import add_recipe_arguments
 
     add_recipe_arguments(p, schedule=False)
     p.add_argument("--scale-task", default="",
@@ -62,15 +62,15 @@ def run(args) -> int:
     for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds"):
         if getattr(args, flag) < 1:
             raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
-    from mtl_keras.recipe import check_recipe_arguments
+    from mtl_keras.train.recipe import check_recipe_arguments
 
     check_recipe_arguments(args)
     import warnings
 
-    from mtl_keras import io
-    from mtl_keras.commands.evaluate import data_options
-    from mtl_keras.commands.train import parse_loss_weights
-    from mtl_keras.compare import compare, format_table
+    from mtl_keras.run import files as io
+    from mtl_keras.run.folder import data_options
+    from mtl_keras.cli.train import parse_loss_weights
+    from mtl_keras.evaluate.compare import compare, format_table
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     options = data_options(args.data, args.data_dir)

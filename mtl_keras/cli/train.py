@@ -25,7 +25,7 @@ PRE_RECIPE_SETTINGS = {"optimizer": "adam", "warmup": 0.0, "label_smoothing": 0.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mtl_keras.recipe import add_recipe_arguments
+    from mtl_keras.train.recipe import add_recipe_arguments
 
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -104,7 +104,7 @@ def parse_depends_on(text: str, task_names) -> dict:
 
 def validate(args) -> None:
     """Reject impossible settings before anything heavy is imported or written."""
-    from mtl_keras.recipe import check_recipe_arguments
+    from mtl_keras.train.recipe import check_recipe_arguments
 
     for flag in ("epochs", "batch_size", "image_size"):
         if getattr(args, flag) < 1:
@@ -131,7 +131,7 @@ def worker_dir(args) -> str | None:
     """
     if args.strategy != "multiworker" and not args.resume:
         return None
-    from mtl_keras.distribute import worker_role
+    from mtl_keras.train.distribute import worker_role
 
     if not os.environ.get("TF_CONFIG"):
         return None
@@ -161,7 +161,7 @@ def lost_worker_reason(error) -> str:
 
 def prepare_run_dir(args) -> None:
     """Refuse to clobber a finished run (``--force`` allows it), check ``--resume`` has a backup."""
-    from mtl_keras.io import ensure_dir
+    from mtl_keras.run.files import ensure_dir
 
     out = worker_dir(args) or args.out
     finished = os.path.exists(os.path.join(out, "model.keras"))
@@ -211,11 +211,11 @@ def load_resume_config(args):
 
 
 def make_optimizer(args, train):
-    """The recipe's optimizer (``mtl_keras.recipe``); warm-up and decay span exactly the run's steps.
+    """The recipe's optimizer (``mtl_keras.train.recipe``); warm-up and decay span exactly the run's steps.
 
     ``train``: the training dataset, or its number of steps per epoch.
     """
-    from mtl_keras.recipe import make_optimizer as recipe_optimizer
+    from mtl_keras.train.recipe import make_optimizer as recipe_optimizer
 
     per_epoch = train if isinstance(train, int) else int(train.cardinality())
     steps = max(per_epoch, 0) * args.epochs
@@ -226,7 +226,7 @@ def make_optimizer(args, train):
 
 
 def run(args) -> int:
-    from mtl_keras.commands.evaluate import data_options
+    from mtl_keras.run.folder import data_options
 
     validate(args)
     if args.resume:
@@ -242,19 +242,21 @@ def run(args) -> int:
     import tensorflow as tf
 
     import mtl_keras as mk
-    from mtl_keras import io
+    from mtl_keras.run import files as io
 
     # Our datasets are shuffled by the pipeline; Keras' reminder about it is noise here.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    from mtl_keras.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
-    from mtl_keras.distribute import get_strategy, is_multi_worker, per_worker_dataset, worker_role
-    from mtl_keras.evaluate import evaluate_model, format_table
-    from mtl_keras.perf import ThroughputLogger, set_mixed_precision
-    from mtl_keras.recipe import configure_tasks
+    from mtl_keras.train.callbacks import NonFiniteLoss, StopOnNonFiniteLoss
+    from mtl_keras.model.replicas import is_multi_worker
+    from mtl_keras.train.distribute import get_strategy, per_worker_dataset, worker_role
+    from mtl_keras.evaluate.metrics import evaluate_model, format_table
+    from mtl_keras.train.callbacks import ThroughputLogger
+    from mtl_keras.train.precision import set_mixed_precision
+    from mtl_keras.train.recipe import configure_tasks
 
     keras.utils.set_random_seed(args.seed)
     policy = set_mixed_precision(args.mixed_precision, print_fn=print)
-    tasks = mk.tasks.from_dataset(args.data, names=args.tasks, **data_opts)
+    tasks = mk.data.tasks_for(args.data, names=args.tasks, **data_opts)
     configure_tasks(tasks, args.label_smoothing, parse_depends_on(args.depends_on, [t.name for t in tasks]))
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in [t.name for t in tasks]]

@@ -2,7 +2,7 @@
 
 Example:
     >>> import mtl_keras as mk
-    >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
     >>> m.compile()
     >>> ds = mk.data.load("shapes", split="test", image_size=32, batch_size=4, size=8, tasks=m.tasks)
     >>> sorted(evaluate_model(m, ds)["color"])

@@ -178,16 +178,16 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
     """One run with ``seed``: build, compile, fit, evaluate; returns primary metrics, history and final weights."""
     import keras
 
-    import mtl_keras as mk
-    from mtl_keras.evaluate import evaluate_model
-    from mtl_keras.recipe import make_optimizer
+    from mtl_keras.evaluate.metrics import evaluate_model
+    from mtl_keras.model import build_model
+    from mtl_keras.train.recipe import make_optimizer
 
     # Seeded before the data and the model exist, so every run of one seed starts from the same
     # trunk initialisation and sees the same batches in the same order: runs differ only in tasks
     # and balancer, and the comparison within a seed is paired.
     keras.utils.set_random_seed(seed)
     train = load_train(seed)
-    model = mk.build_model(tasks, trunk=settings["trunk"], image_size=settings["image_size"], weights=None,
+    model = build_model(tasks, trunk=settings["trunk"], image_size=settings["image_size"], weights=None,
                            zero_init_residual=True)
     names = [t.name for t in tasks]
     # Unknown cardinality (-1/-2) means no schedule to span: the recipe then keeps the peak rate.
@@ -245,7 +245,7 @@ def compare(
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
     Every run gets the same trunk, data and budget (``epochs`` × ``train_size`` examples) and the
-    project's training recipe (``mtl_keras.recipe``: ``optimizer`` at peak ``learning_rate``, linear
+    project's training recipe (``mtl_keras.train.recipe``: ``optimizer`` at peak ``learning_rate``, linear
     warm-up over the fraction ``warmup`` of the steps, cosine decay; zero-initialised residuals).
     ``seeds=N`` repeats everything for seeds ``seed`` … ``seed + N − 1``: each seed sets the model
     initialisation and the training data's shuffle and flips, while every run of every seed is scored
@@ -270,9 +270,9 @@ def compare(
         >>> len(r["per_seed"]["delta_m"]["static"]), sorted(r["delta_m_stats"]["static"])  # doctest: +SKIP
         (3, ['mean', 'n', 'se', 'significant', 'std'])
     """
-    import mtl_keras as mk
+    from mtl_keras import data as data_lib
     from mtl_keras.balancing import BALANCERS
-    from mtl_keras.recipe import OPTIMIZERS, configure_tasks
+    from mtl_keras.train.recipe import OPTIMIZERS, configure_tasks
 
     # Checked before any data is read: a typo must not cost a training run.
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -293,7 +293,7 @@ def compare(
     if len(set(balancers)) != len(balancers):
         raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
     data_options = dict(data_options or {})
-    task_list = mk.tasks.from_dataset(data, names=tasks, **data_options)
+    task_list = data_lib.tasks_for(data, names=tasks, **data_options)
     if len(task_list) < 2:
         raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
     configure_tasks(task_list, label_smoothing)
@@ -309,11 +309,11 @@ def compare(
                 "optimizer": optimizer, "warmup": float(warmup), "weight_decay": weight_decay}
 
     def load_train(s):
-        return mk.data.load(data, "train", image_size=image_size, batch_size=batch_size, tasks=task_list,
+        return data_lib.load(data, "train", image_size=image_size, batch_size=batch_size, tasks=task_list,
                             size=train_size, seed=s, **data_options)
 
     # One evaluation split for all seeds, so seeds differ in training only and are scored on the same images.
-    evaluation = mk.data.load(data, split, image_size=image_size, batch_size=batch_size, tasks=task_list,
+    evaluation = data_lib.load(data, split, image_size=image_size, batch_size=batch_size, tasks=task_list,
                               size=eval_size, seed=seed, **data_options)
     names = [t.name for t in task_list]
     result = {

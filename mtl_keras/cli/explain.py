@@ -69,7 +69,7 @@ def run(args) -> int:
     if args.scorecam_channels < 1:
         raise MtlError(f"--scorecam-channels must be a positive integer, got {args.scorecam_channels}")
     import mtl_keras as mk
-    from mtl_keras.commands.evaluate import data_options, run_config
+    from mtl_keras.run.folder import data_options, run_config
     from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
 
     model = mk.load_model(args.model, safe_mode=not args.unsafe, compile=False)

@@ -1,7 +1,7 @@
 """Training speed helpers: mixed-precision policy choice (measured on CPUs) and images/s per epoch.
 
 The train command wires these in; the Python API user can call them the same way. (Choosing a
-distribution strategy lives in ``mtl_keras.distribute.get_strategy``.)
+distribution strategy lives in ``mtl_keras.train.distribute.get_strategy``.)
 
 Example:
     >>> mixed_precision_policy("auto", compute_capabilities=[(9, 0)])
@@ -302,64 +302,3 @@ def set_mixed_precision(mode: str = "auto", print_fn=None) -> str:
     if print_fn is not None:
         print_fn(str(choice))
     return choice.policy
-
-
-class ThroughputLogger(keras.callbacks.Callback):
-    """Measure training images/s per epoch; add it to ``logs`` (so ``History``, ``CSVLogger`` and
-    ``TensorBoard`` placed after it record ``images_per_second``) and print one line.
-
-    The first batch of each epoch is left out of the rate (it includes graph tracing in epoch 1
-    and the iterator start-up later), unless the epoch has only one step. Validation time is not
-    counted. Works with ``steps_per_execution > 1`` (Keras reports the last batch index).
-
-    Example:
-        >>> cb = ThroughputLogger(batch_size=32, verbose=0)
-        >>> cb.on_epoch_begin(0); cb.on_train_batch_end(0); cb.on_train_batch_end(9)
-        >>> logs = {}; cb.on_epoch_end(0, logs); logs["images_per_second"] > 0
-        True
-    """
-
-    def __init__(self, batch_size: int, examples_per_epoch: int | None = None, verbose: int = 1, print_fn=print):
-        super().__init__()
-        if int(batch_size) < 1:
-            raise MtlError(f"batch size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        self.examples_per_epoch = None if examples_per_epoch is None else int(examples_per_epoch)
-        self.verbose = verbose
-        self.print_fn = print_fn
-        self.history: list[float] = []
-        self._clock = time.perf_counter
-
-    def _images(self, batches: int) -> int:
-        images = batches * self.batch_size
-        if self.examples_per_epoch is not None:
-            # The last batch of an epoch may be short.
-            images = min(images, self.examples_per_epoch)
-        return images
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = self._clock()
-        self._first = None  # (time, batches done) after the first reported batch
-        self._last = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = (self._clock(), int(batch) + 1)
-        if self._first is None:
-            self._first = now
-        self._last = now
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._last is None:
-            return
-        if self._last[1] > self._first[1]:
-            seconds = self._last[0] - self._first[0]
-            images = self._images(self._last[1]) - self._images(self._first[1])
-        else:
-            seconds = self._last[0] - self._start
-            images = self._images(self._last[1])
-        rate = images / max(seconds, 1e-9)
-        self.history.append(rate)
-        if logs is not None:
-            logs["images_per_second"] = rate
-        if self.verbose:
-            self.print_fn(f"epoch {epoch + 1}: {rate:.1f} images/s (training, {images} images in {seconds:.1f} s)")

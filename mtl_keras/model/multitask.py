@@ -1,11 +1,13 @@
-"""``build_model``: one shared trunk, one named output per task, compile defaults from the tasks.
+"""``MultiTaskModel``: a functional Keras model that knows its tasks and trains them with a balancer.
+
+``compile`` fills in each task's loss and metrics; ``train_step`` hands over to the balanced step
+(``mtl_keras.balancing.step``) when a balancer other than ``static`` or several replicas are in play.
 
 Example:
     >>> import mtl_keras as mk
-    >>> tasks = mk.tasks.from_dataset("shapes", names=["shape", "box"])
-    >>> model = mk.build_model(tasks, trunk="resnet50", image_size=64)
-    >>> sorted(model.output_names)
-    ['box', 'shape']
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), image_size=32)
+    >>> isinstance(m, MultiTaskModel)
+    True
 """
 
 from __future__ import annotations
@@ -14,32 +16,10 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import tasks as task_lib
+from mtl_keras.balancing import BalancerLogger, get_balancer
+from mtl_keras.balancing.step import train_step as balanced_train_step
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.layers import fpn_features
-from mtl_keras.trunks import build_trunk, trunk_spec
-
-
-def _topological(tasks) -> list:
-    """Tasks ordered so each comes after the tasks it ``depends_on``; a cycle is an error."""
-    by_name = {t.name: t for t in tasks}
-    order, state = [], {}
-
-    def visit(t, path):
-        if state.get(t.name) == "done":
-            return
-        if state.get(t.name) == "active":
-            raise MtlError(f"task dependencies form a cycle: {' -> '.join([*path, t.name])}")
-        state[t.name] = "active"
-        for d in t.depends_on:
-            visit(by_name[d], [*path, t.name])
-        state[t.name] = "done"
-        order.append(t)
-
-    for t in tasks:
-        visit(t, [])
-    return order
-
-
+from mtl_keras.model.replicas import logs_for_reduction, one_replica_batch
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class MultiTaskModel(keras.Model):
     """A functional Keras model that knows its tasks.
@@ -50,7 +30,7 @@ class MultiTaskModel(keras.Model):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["color"]), image_size=32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), image_size=32)
         >>> m.compile(optimizer="adam", loss_weights={"color": 2.0})
         >>> [t.name for t in m.tasks]
         ['color']
@@ -92,7 +72,7 @@ class MultiTaskModel(keras.Model):
         their task's loss, metrics and a weight of 1.0. ``balancer`` is a name from
         ``mtl_keras.balancing.BALANCERS`` or a ``Balancer`` instance with its options; the default
         ``"static"`` is plain Keras (``loss_weights`` only). Other balancers work on top of the
-        ``loss_weights`` and train with ``mtl_keras.training.train_step``.
+        ``loss_weights`` and train with ``mtl_keras.balancing.step.train_step``.
         """
         # A reloaded model's compile config names them weighted_metrics (see below).
         if metrics is None:
@@ -121,8 +101,6 @@ class MultiTaskModel(keras.Model):
         )
 
     def _attach_balancer(self, balancer, loss) -> None:
-        from mtl_keras.balancing import get_balancer
-
         old = getattr(self, "balancer", None)
         if isinstance(balancer, str) and old is not None and balancer.strip().lower() == old.key:
             balancer = old  # recompiling with the same name keeps the learned state
@@ -151,19 +129,13 @@ class MultiTaskModel(keras.Model):
 
     # ----- training ---------------------------------------------------------------------------
     def train_step(self, data):
-        from mtl_keras.distribute import logs_for_reduction
-
         if self.balancer is None and self.distribute_strategy.num_replicas_in_sync == 1:
             return super().train_step(data)
         # Several replicas: Keras' own step would average each replica's masked mean, not take the
-        # global batch's; ours weighs each replica by its share of the labels (mtl_keras.training).
-        from mtl_keras.training import train_step
-
-        return logs_for_reduction(train_step(self, data))
+        # global batch's; ours weighs each replica by its share of the labels (mtl_keras.balancing.step).
+        return logs_for_reduction(balanced_train_step(self, data))
 
     def test_step(self, data):
-        from mtl_keras.distribute import logs_for_reduction
-
         return logs_for_reduction(super().test_step(data))
 
     def compile_from_config(self, config):
@@ -193,8 +165,6 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x=None, *args, validation_data=None, callbacks=None, **kwargs):
         if self.balancer is not None:
-            from mtl_keras.balancing import BalancerLogger
-
             callbacks = list(callbacks or [])
             if not any(isinstance(c, BalancerLogger) for c in callbacks):
                 # First, so History, CSVLogger and TensorBoard all see the weight_<task> entries.
@@ -215,8 +185,6 @@ class MultiTaskModel(keras.Model):
         # learn its shapes, which fails across workers; one replica's part gives the same shapes.
         # tests/test_multiworker.py fails without it.
         if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
-            from mtl_keras.distribute import one_replica_batch
-
             for _, _, it in iterator:
                 data_batch = one_replica_batch(next(it), self.distribute_strategy)
                 break
@@ -256,78 +224,3 @@ class MultiTaskModel(keras.Model):
         model.tasks = task_lib.check_unique(tasks)
         model.build_config = build_config
         return model
-
-
-def build_model(
-    tasks,
-    trunk: str = "resnet50",
-    image_size: int = 96,
-    weights=None,
-    bn_momentum: float | None = 0.9,
-    branch_point: str | None = None,
-    name: str = "mtl",
-    zero_init_residual: bool = True,
-    pool_pyramid: bool | None = None,
-) -> MultiTaskModel:
-    """A functional multi-task model: input ``image`` (RGB 0–255), one output per task, named after it.
-
-    ``branch_point`` (``"c3"`` or ``"c4"``) shares the trunk only up to that tap; global heads then
-    each get their own copy of the deeper stages (dense heads keep using the shared taps).
-    A task's ``depends_on`` feeds the outputs of those tasks into its head.
-    ``zero_init_residual`` starts each residual block of a from-scratch ResNet as the identity
-    (``mtl_keras.trunks.zero_residual_gammas``). ``pool_pyramid`` (default: when a task is dense)
-    feeds the global heads the average of the shared feature pyramid beside that of ``c5``.
-
-    Example:
-        >>> import mtl_keras as mk
-        >>> ts = mk.tasks.from_dataset("shapes", names=["shape", "count"])
-        >>> m = build_model(ts, image_size=64)
-        >>> {k: tuple(v.shape) for k, v in m.output.items()}
-        {'count': (None, 1), 'shape': (None, 6)}
-    """
-    tasks = task_lib.check_unique(tasks)
-    trunk_spec(trunk)
-    image_size = int(image_size)
-    image = keras.Input((image_size, image_size, 3), name="image")
-    taps = build_trunk(trunk, image, weights=weights, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual)
-    shared_pool = keras.layers.GlobalAveragePooling2D(name="shared_pool")
-    features = {**taps, "pooled": shared_pool(taps["c5"])}
-    if pool_pyramid is None:
-        pool_pyramid = any(t.dense for t in tasks)
-    if pool_pyramid:
-        # Global heads also read the pooled pyramid that the dense heads train pixel by pixel: the
-        # largest object fills most of it, so its class is there long before c5 has learned it.
-        pyramid = keras.layers.GlobalAveragePooling2D(name="pyramid_pool")(fpn_features(features))
-        features["pooled"] = keras.layers.Concatenate(name="shared_features")([features["pooled"], pyramid])
-    branches = {}
-    if branch_point is not None:
-        if branch_point not in ("c3", "c4"):
-            raise MtlError(f"branch_point must be 'c3' or 'c4' (the tap after which tasks stop sharing), got {branch_point!r}")
-        branches = _branch_copies(trunk, image_size, branch_point, [t for t in tasks if not t.dense])
-    outputs = {}
-    by_name = {t.name: t for t in tasks}
-    for task in _topological(tasks):
-        task_features = features
-        if task.name in branches:
-            c5 = branches[task.name](taps[branch_point])
-            task_features = {**features, "c5": c5, "pooled": keras.layers.GlobalAveragePooling2D(name=f"{task.name}_pool")(c5)}
-        extra = [by_name[d].summary_for(task.name, outputs[d], i) for i, d in enumerate(task.depends_on)]
-        outputs[task.name] = task.head(task_features, extra=extra or None)
-    build_config = {
-        "trunk": trunk, "image_size": image_size, "bn_momentum": bn_momentum,
-        "branch_point": branch_point, "pool_pyramid": bool(pool_pyramid), "weights": weights if weights in (None, "imagenet") else str(weights),
-    }
-    return MultiTaskModel(inputs=image, outputs=outputs, tasks=tasks, build_config=build_config, name=name)
-
-
-def _branch_copies(trunk: str, image_size: int, branch_point: str, tasks) -> dict:
-    """Per-task copies of the trunk stages after ``branch_point``, as sub-models named ``<task>_branch``."""
-    template_in = keras.Input((image_size, image_size, 3))
-    template_taps = build_trunk(trunk, template_in, weights=None)
-    tail = keras.Model(template_taps[branch_point], template_taps["c5"])
-    copies = {}
-    for task in tasks:
-        copy = keras.models.clone_model(tail)
-        copy.name = f"{task.name}_branch"
-        copies[task.name] = copy
-    return copies

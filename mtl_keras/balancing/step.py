@@ -50,7 +50,7 @@ def shared_layers(model) -> list:
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
         >>> names = [layer.name for layer in shared_layers(m)]
         >>> names[-1], "shape_logits" in names
         ('shared_pool', False)
@@ -125,7 +125,7 @@ def task_losses(model, y, y_pred, sample_weight=None):
 
     Example:
         >>> import mtl_keras as mk, numpy as np
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
         >>> m.compile(balancer="uncertainty", loss_weights={"count": 2.0})
         >>> y = {"shape": np.array([1, 2]), "count": np.array([[1.0], [2.0]], "float32")}
         >>> pred = {"shape": np.full((2, 6), 1 / 6, "float32"), "count": np.array([[1.0], [0.0]], "float32")}
@@ -179,7 +179,7 @@ def train_step(model, data):
 
     Example:
         >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.tasks.from_dataset("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
         >>> m.compile(optimizer="adam", balancer="pcgrad")
         >>> ds = mk.data.load("shapes", "train", image_size=32, batch_size=4, size=4, tasks=m.tasks)
         >>> sorted(k for k in m.fit(ds, epochs=1, verbose=0).history if k.startswith("weight_"))
