@@ -1,8 +1,9 @@
 """Decoding each task head's raw output into a prediction a person (and JSON) can read. numpy only.
 
-The global heads (classification, multilabel, box, regression) are decoded here with the same output
-as the library's ``Task.decode``; the dense heads (detection, segmentation) through ``demo.decoding``,
-which the library shares. Each decoder takes the task's entry of the model card.
+These functions are the one implementation of decoding: the library's ``Task.decode`` of each task
+type calls them (the dense heads, detection and segmentation, through ``demo.decoding``), so the
+device and ``predictions.json`` cannot decode differently. ``decode`` picks one by the task's entry
+of the model card and applies the card's decoding settings.
 
 Example:
     >>> task = {"name": "color", "kind": "classification", "classes": ["red", "blue"], "decoding": {"top_k": 2}}
@@ -14,19 +15,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from demo import decoding
 
-def classification(output, classes, top_k: int = 1) -> dict:
+
+def classification(output, classes, top_k: int | None = 1) -> dict:
     """The most likely class, its probability, and the ``top_k`` classes as ``[name, score]``.
+
+    ``top_k=None`` leaves the ``top`` list out (the library's ``predictions.json`` has none).
 
     Example:
         >>> classification(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"])
         {'label': 'b', 'index': 1, 'score': 0.7, 'top': [['b', 0.7]]}
+        >>> classification(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], top_k=None)
+        {'label': 'b', 'index': 1, 'score': 0.7}
     """
     p = np.asarray(output, np.float32).reshape(-1)
     order = np.argsort(-p, kind="stable")
     i = int(order[0])
-    return {"label": str(classes[i]), "index": i, "score": round(float(p[i]), 4),
-            "top": [[str(classes[j]), round(float(p[j]), 4)] for j in order[: max(1, int(top_k))]]}
+    found = {"label": str(classes[i]), "index": i, "score": round(float(p[i]), 4)}
+    if top_k is not None:
+        found["top"] = [[str(classes[j]), round(float(p[j]), 4)] for j in order[: max(1, int(top_k))]]
+    return found
 
 
 def multilabel(output, classes, threshold: float = 0.5) -> dict:
@@ -70,8 +79,6 @@ def detection(output, classes, score_threshold: float = 0.3, max_objects: int = 
         >>> detection(np.zeros((4, 4, 5), np.float32), ["a"])
         {'objects': []}
     """
-    from demo import decoding
-
     found = decoding.decode_detections(output, num_classes=len(classes), score_threshold=score_threshold,
                                        top_k=max_objects)
     return {"objects": decoding.detections_to_json(found, classes)}
@@ -85,8 +92,6 @@ def segmentation(output, classes) -> dict:
         >>> r["areas"], r["mask"].tolist()
         ({'background': 0.5, 'a': 0.5}, [[0, 1]])
     """
-    from demo import decoding
-
     mask = decoding.decode_mask(output)
     return {"areas": decoding.mask_areas(mask, classes), "mask": mask}
 

@@ -3,6 +3,7 @@
 One card per export folder: what the files share (tasks in output order, their types and class names,
 decoding settings, the input, the training run) and, under ``files``, what each .tflite has of its own
 (mode, quantization, checksum, its measured metrics). The demo reads only this card and the .tflite.
+Each task's decoding settings come from its type (``Task.card_decoding``).
 
 Example:
     >>> from mtl_keras.tasks import ClassificationTask
@@ -16,29 +17,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 
+import keras
+import tensorflow as tf
+
+import mtl_keras
+
 CARD_NAME = "model_card.json"
 CARD_FORMAT = "mtl-keras/model-card"
 CARD_VERSION = 1
-
-
-def decoding_settings(task) -> dict:
-    """How the demo turns this task's output into a prediction (thresholds, top-k).
-
-    Example:
-        >>> from mtl_keras.tasks import MultilabelTask
-        >>> decoding_settings(MultilabelTask("present", classes=["a"], threshold=0.4))
-        {'threshold': 0.4}
-    """
-    if task.kind == "classification":
-        return {"top_k": min(3, len(task.classes))}
-    if task.kind == "multilabel":
-        return {"threshold": task.threshold}
-    if task.kind == "detection":
-        return {"score_threshold": float(getattr(task, "score_threshold", 0.3)),
-                "top_k": int(getattr(task, "max_objects", 100))}
-    if task.kind == "segmentation":
-        return {"overlay_alpha": 0.45}
-    return {}
 
 
 def new_card(tasks, image_size: int, source: dict) -> dict:
@@ -49,11 +35,6 @@ def new_card(tasks, image_size: int, source: dict) -> dict:
         >>> new_card([BoxTask("box")], 32, {"data": "shapes"})["tasks"][0]["kind"]
         'box'
     """
-    import keras
-    import tensorflow as tf
-
-    import mtl_keras
-
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
@@ -70,7 +51,7 @@ def new_card(tasks, image_size: int, source: dict) -> dict:
                 "classes": list(getattr(t, "classes", []) or []) or None,
                 "primary_metric": t.primary_metric,
                 "higher_is_better": bool(t.higher_is_better),
-                "decoding": decoding_settings(t),
+                "decoding": t.card_decoding(),
                 "config": t.get_config(),
             }
             for t in tasks

@@ -9,13 +9,37 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 
 from mtl_keras.errors import MtlError
+from mtl_keras.tasks import TASK_TYPES
+
+
+class _ToleranceByMetric(collections.abc.Mapping):
+    """Each task type's ``export_tolerance`` keyed by its primary metric, read live from ``TASK_TYPES``.
+
+    For readers that know a report's metric name but not its task (``bench/export.py``); the
+    export itself asks the task (``drop_hints``).
+    """
+
+    def _table(self) -> dict:
+        return {cls.primary_metric.lower(): float(cls.export_tolerance)
+                for cls in TASK_TYPES.values() if cls.export_tolerance is not None}
+
+    def __getitem__(self, metric):
+        return self._table()[metric]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self):
+        return len(self._table())
+
 
 # A drop larger than this in a task's primary metric (int8 against Keras) earns a --float-heads hint.
-DROP_TOLERANCE = {"accuracy": 0.01, "f1": 0.01, "iou": 0.02, "map": 0.02, "map50": 0.02, "miou": 0.02, "mean_iou": 0.02}
+DROP_TOLERANCE = _ToleranceByMetric()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +90,7 @@ def parse_floor(text: str, tasks) -> Floor:
 
 
 def drop_hints(tasks, keras_metrics: dict, int8_metrics: dict) -> list[str]:
-    """Tasks whose primary metric fell more than ``DROP_TOLERANCE`` in int8, for ``--float-heads``.
+    """Tasks whose primary metric fell more than their type's ``export_tolerance`` in int8, for ``--float-heads``.
 
     Example:
         >>> from mtl_keras.tasks import BoxTask
@@ -75,7 +99,7 @@ def drop_hints(tasks, keras_metrics: dict, int8_metrics: dict) -> list[str]:
     """
     hints = []
     for t in tasks:
-        tol = DROP_TOLERANCE.get(t.primary_metric.lower())
+        tol = t.export_tolerance
         if tol is None:
             continue
         k = keras_metrics.get(t.name, {}).get(t.primary_metric)

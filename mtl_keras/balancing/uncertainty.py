@@ -6,9 +6,7 @@ import keras
 from keras import ops
 
 from mtl_keras.balancing.base import Balancer, register_balancer
-
-# Gaussian likelihoods (regression, boxes) give 1/(2σ²)·L; softmax/sigmoid likelihoods give 1/σ²·L.
-LIKELIHOOD_FACTORS = {"regression": 0.5, "box": 0.5}
+from mtl_keras.tasks import TASK_TYPES
 
 
 @register_balancer
@@ -16,7 +14,8 @@ class Uncertainty(Balancer):
     """Learned log-variances s_i = log σ_i²: L = Σ c_i·exp(−s_i)·L_i + ½·s_i.
 
     c_i is ½ for regression-type tasks (Gaussian likelihood) and 1 for classification-type tasks, as
-    in the paper (log σ_i = ½ s_i). The s_i are trainable weights of the model (``model.balancer``),
+    in the paper (log σ_i = ½ s_i): each task type's ``likelihood_factor``, looked up by the kind
+    the balancer stores (``factors`` overrides it per task name). The s_i are trainable weights of the model (``model.balancer``),
     trained by the model's optimizer and saved with it. A task with no label in the batch adds
     nothing, not even its ½·s_i term, so its s_i does not drift while it is absent.
 
@@ -41,14 +40,14 @@ class Uncertainty(Balancer):
         )
 
     def likelihood_factors(self):
-        """c_i per task: ½ for Gaussian likelihoods (regression, box), 1 otherwise, or ``factors``.
+        """c_i per task: ``factors[name]``, else its task type's ``likelihood_factor`` (1 for an unknown kind).
 
         Example:
             >>> Uncertainty(tasks=["a", "b"], kinds=["box", "classification"]).likelihood_factors().numpy().tolist()
             [0.5, 1.0]
         """
         return ops.convert_to_tensor(
-            [float(self.factors.get(n, LIKELIHOOD_FACTORS.get(k, 1.0))) for n, k in zip(self.task_names, self.task_kinds)],
+            [float(self.factors.get(n, _factor_of_kind(k))) for n, k in zip(self.task_names, self.task_kinds)],
             "float32",
         )
 
@@ -61,3 +60,9 @@ class Uncertainty(Balancer):
 
     def get_config(self):
         return {**super().get_config(), "initial_log_var": self.initial_log_var, "factors": self.factors}
+
+
+def _factor_of_kind(kind: str) -> float:
+    # A balancer built without kinds stores "task", the base class's kind, which is not registered.
+    cls = TASK_TYPES.get(kind)
+    return 1.0 if cls is None else float(cls.likelihood_factor)

@@ -1,9 +1,11 @@
-"""Score functions per task type: the scalar per image whose evidence a CAM shows.
+"""Which score a CAM explains for each task head: the task type's own rule, found by its kind.
 
-One rule per task ``kind`` (``register_score``): which tensor it reads (the logits before a
-softmax/sigmoid, as Grad-CAM prescribes, or the output itself) and how it picks each image's
-target from the model's prediction, the image's label, or a class the user names. A new task
-type adds one rule here; a kind without a rule is reported as "no score rule" and skipped.
+Each task type carries its Grad-CAM score rule (``Task.gradcam_score`` and
+``Task.gradcam_reads_logits``, in its file under ``mtl_keras/tasks/``): which tensor it reads (the
+logits before a softmax/sigmoid, as Grad-CAM prescribes, or the output itself) and how it picks
+each image's target from the model's prediction, the image's label, or a class the user names.
+This module only dispatches to it. ``register_score`` still adds (or overrides) a rule for a kind
+from outside its task file; a kind without a rule is reported as "no score rule" and skipped.
 
 | kind | reads | default target (``"predicted"``) | ``"label"`` | other targets |
 |---|---|---|---|---|
@@ -25,38 +27,22 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from mtl_keras.errors import MtlError, unknown
+from mtl_keras.tasks import TASK_TYPES
+from mtl_keras.tasks.box import BOX_COORDS
+from mtl_keras.tasks.scoring import LABEL, PREDICTED, TaskScore
 
-PREDICTED, LABEL = "predicted", "label"
-
-
-@dataclasses.dataclass
-class TaskScore:
-    """A batch score function for tf-keras-vis plus, per image, what it scores (for people and JSON).
-
-    Calling it on the head's tensor (``[B, ...]``) gives one score per image (``[B]``).
-
-    Example:
-        >>> import numpy as np
-        >>> s = TaskScore(lambda out: out[:, 1], ["b"], "second unit")
-        >>> [float(v) for v in s(np.array([[1.0, 5.0]], "float32"))]
-        [5.0]
-    """
-
-    fn: Callable
-    targets: list
-    what: str
-
-    def __call__(self, output):
-        # Logits are float16 under mixed precision; scores (and their gradients) are taken in float32.
-        return self.fn(tf.cast(tf.convert_to_tensor(output), tf.float32))
+__all__ = [
+    "BOX_COORDS", "LABEL", "PREDICTED", "SCORES", "ScoreRule", "TaskScore", "build_score", "register_score",
+    "rule_for", "score_tensor",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +58,63 @@ class ScoreRule:
     uses_logits: bool
 
 
-SCORES: dict[str, ScoreRule] = {}
+def _task_rule(task, raw, labels, target) -> TaskScore:
+    return task.gradcam_score(raw, labels, target)
+
+
+class ScoreRules(collections.abc.MutableMapping):
+    """The score rule of every kind: each registered task type's own, then ``register_score``'s.
+
+    Read live from ``mtl_keras.tasks.TASK_TYPES``, so a task type registered later has its rule
+    here at once. Setting or deleting a key changes only the rules added from outside.
+
+    Example:
+        >>> rules = ScoreRules()
+        >>> "detection" in rules, "no_such_kind" in rules
+        (True, False)
+    """
+
+    def __init__(self):
+        self.registered: dict[str, ScoreRule] = {}
+
+    def _rules(self) -> dict:
+        rules = {kind: ScoreRule(_task_rule, bool(cls.gradcam_reads_logits))
+                 for kind, cls in TASK_TYPES.items() if cls.has_gradcam_score()}
+        rules.update(self.registered)
+        return rules
+
+    def __getitem__(self, kind):
+        return self._rules()[kind]
+
+    def __setitem__(self, kind, rule):
+        self.registered[kind] = rule
+
+    def __delitem__(self, kind):
+        del self.registered[kind]
+
+    def __iter__(self):
+        return iter(self._rules())
+
+    def __len__(self):
+        return len(self._rules())
+
+
+SCORES = ScoreRules()
 
 
 def register_score(kind: str, uses_logits: bool):
-    """Decorator: the score rule for task type ``kind``.
+    """Decorator: a score rule for task type ``kind`` from outside its task file (it wins over the type's own).
 
     The decorated ``build(task, raw, labels, target) -> TaskScore`` gets the head's tensor for the
     batch as numpy (``raw``), the images' raw labels for the task (or ``None``) and the user's
-    target option. ``uses_logits``: score the input of the head's final softmax/sigmoid.
+    target option. A new task type normally defines ``gradcam_score`` on its class instead.
+
+    Args:
+        kind: the task type's ``kind``.
+        uses_logits: score the input of the head's final softmax/sigmoid.
+
+    Returns:
+        The decorator, which returns ``build`` unchanged.
 
     Example:
         >>> @register_score("ordinal_example", uses_logits=False)
@@ -88,6 +122,7 @@ def register_score(kind: str, uses_logits: bool):
         ...     return TaskScore(lambda out: out[:, 0], ["rank"] * len(raw), "rank")
         >>> "ordinal_example" in SCORES
         True
+        >>> del SCORES["ordinal_example"]
     """
 
     def decorator(build):
@@ -141,134 +176,3 @@ def build_score(task, raw, labels=None, target=PREDICTED) -> TaskScore:
     if target == LABEL and labels is None:
         raise MtlError(f"task {task.name!r}: target 'label' needs labels, and the data has none for it")
     return rule_for(task).build(task, np.asarray(raw), labels, target)
-
-
-def _class_index(task, target) -> int:
-    classes = list(task.classes)
-    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
-        i = int(target)
-        if not 0 <= i < len(classes):
-            raise MtlError(f"task {task.name!r}: class index {i} out of range 0..{len(classes) - 1}")
-        return i
-    if target not in classes:
-        raise unknown(f"target of task {task.name!r}: class", str(target), [PREDICTED, LABEL, *classes])
-    return classes.index(target)
-
-
-def _pick(out, index):
-    """``out[b, index[b]]`` for every image ``b``."""
-    return tf.gather(out, tf.constant(index, tf.int32)[:, None], axis=1, batch_dims=1)[:, 0]
-
-
-@register_score("classification", uses_logits=True)
-def _classification_score(task, raw, labels, target):
-    if target == PREDICTED:
-        index = raw.argmax(-1)
-        why = "predicted"
-    elif target == LABEL:
-        index = np.asarray(labels).reshape(-1).astype(int)
-        if (index < 0).any():
-            raise MtlError(f"task {task.name!r}: target 'label' but some images have no {task.name} label")
-        why = "label"
-    else:
-        index = np.full(len(raw), _class_index(task, target))
-        why = "given"
-    index = [int(i) for i in index]
-    return TaskScore(lambda out: _pick(out, index), [task.classes[i] for i in index], f"logit of the {why} class")
-
-
-@register_score("multilabel", uses_logits=True)
-def _multilabel_score(task, raw, labels, target):
-    if target == PREDICTED:
-        index = raw.argmax(-1)
-    elif target == LABEL:
-        on = np.asarray(labels, np.float32).reshape(len(raw), -1) > 0.5
-        if not on.any(-1).all():
-            raise MtlError(f"task {task.name!r}: target 'label' but some images have no positive label")
-        index = np.where(on, raw, -np.inf).argmax(-1)
-    else:
-        index = np.full(len(raw), _class_index(task, target))
-    index = [int(i) for i in index]
-    return TaskScore(lambda out: _pick(out, index), [task.classes[i] for i in index], f"logit of the {target} label")
-
-
-BOX_COORDS = ("y1", "x1", "y2", "x2")
-
-
-@register_score("box", uses_logits=False)
-def _box_score(task, raw, labels, target):
-    if target in (PREDICTED, LABEL, "area"):
-        def area(out):
-            return (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
-
-        return TaskScore(area, ["area"] * len(raw), "box area")
-    if target not in BOX_COORDS:
-        raise unknown(f"target of box task {task.name!r}:", str(target), ["area", *BOX_COORDS])
-    k = BOX_COORDS.index(target)
-    return TaskScore(lambda out: out[:, k], [target] * len(raw), f"box {target}")
-
-
-@register_score("regression", uses_logits=False)
-def _regression_score(task, raw, labels, target):
-    unit = 0 if target in (PREDICTED, LABEL) else target
-    try:
-        unit = int(unit)
-    except (TypeError, ValueError):
-        raise MtlError(f"target of regression task {task.name!r} must be a unit index, got {target!r}") from None
-    if not 0 <= unit < raw.shape[-1]:
-        raise MtlError(f"task {task.name!r}: unit {unit} out of range 0..{raw.shape[-1] - 1}")
-    return TaskScore(lambda out: out[:, unit], [f"value[{unit}]"] * len(raw), f"value of unit {unit}")
-
-
-@register_score("detection", uses_logits=True)
-def _detection_score(task, raw, labels, target):
-    c = len(task.classes)
-    heat = raw[..., :c]
-    if target == PREDICTED:
-        index = heat.reshape(len(raw), -1, c).max(1).argmax(-1)
-    elif target == LABEL:
-        index = []
-        for lab in labels:
-            boxes = np.asarray(lab["boxes"], np.float32).reshape(-1, 4)
-            cls = np.asarray(lab["labels"]).reshape(-1)
-            keep = cls >= 0
-            if not keep.any():
-                raise MtlError(f"task {task.name!r}: target 'label' but an image has no labelled object")
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            index.append(int(cls[np.where(keep, area, -1).argmax()]))
-    else:
-        index = np.full(len(raw), _class_index(task, target))
-    index = [int(i) for i in index]
-
-    def peak(out):
-        per_class = tf.reduce_max(out[..., :c], axis=(1, 2))  # [B, C]: each class's highest cell
-        return _pick(per_class, index)
-
-    return TaskScore(peak, [task.classes[i] for i in index], "heatmap peak logit of the class")
-
-
-@register_score("segmentation", uses_logits=True)
-def _segmentation_score(task, raw, labels, target):
-    k = raw.shape[-1]
-    if target == LABEL:
-        source = np.stack([np.asarray(m).reshape(raw.shape[1:3]) for m in labels]).astype(int)
-    else:
-        source = raw.argmax(-1)
-    if target in (PREDICTED, LABEL):
-        # classes[0] is the background: the class to explain is the most frequent other one.
-        counts = np.stack([np.bincount(s.ravel()[(s.ravel() > 0) & (s.ravel() < k)], minlength=k) for s in source])
-        index = counts.argmax(-1)
-        index = np.where(counts.max(-1) > 0, index, 0)
-    else:
-        index = np.full(len(raw), _class_index(task, target))
-    pixels = (source == np.asarray(index)[:, None, None]).astype(np.float32)
-    # A class with no pixel in an image: score its mean logit over the whole image instead.
-    pixels[pixels.reshape(len(raw), -1).sum(-1) == 0] = 1.0
-    index = [int(i) for i in index]
-    weights = tf.constant(pixels / pixels.sum(axis=(1, 2), keepdims=True))
-
-    def class_pixels(out):
-        logits = tf.gather(out, tf.constant(index, tf.int32)[:, None], axis=3, batch_dims=1)[..., 0]
-        return tf.reduce_sum(logits * weights, axis=(1, 2))
-
-    return TaskScore(class_pixels, [task.classes[i] for i in index], f"mean logit over the {target} class's pixels")

@@ -7,7 +7,7 @@ Example:
 """
 
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.tasks.base import TASK_TYPES, Task, register_task_type
+from mtl_keras.tasks.base import TASK_TYPES, Task, TaskExample, register_task_type
 from mtl_keras.tasks.box import BoxTask
 from mtl_keras.tasks.classification import ClassificationTask
 from mtl_keras.tasks.detection import DetectionTask
@@ -24,6 +24,7 @@ __all__ = [
     "RegressionTask",
     "SegmentationTask",
     "Task",
+    "TaskExample",
     "from_config",
     "register_task_type",
 ]

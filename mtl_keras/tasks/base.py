@@ -1,12 +1,26 @@
 """What every task type provides: its head, loss, metrics, target encoding and output decoding.
 
 A task type is one file under ``mtl_keras/tasks/`` with a ``Task`` subclass decorated by
-``register_task_type``; nothing else needs to change to add one.
+``register_task_type``; nothing else needs to change to add one. Besides the model and data sides,
+the class carries what the later stages ask of a task type:
+
+- ``decode``: one sample's output for a person and JSON (through the numpy decoders of ``demo``,
+  which the device runs, so the two cannot differ);
+- ``card_decoding``: the decoding settings written to the model card for the device;
+- ``export_tolerance``: how far int8 may lower the primary metric before the export suggests
+  keeping the head in float (``--float-heads``);
+- ``likelihood_factor``: the likelihood's factor in the ``uncertainty`` balancer;
+- ``gradcam_score`` and ``gradcam_reads_logits``: the Grad-CAM score rule (``mtl_keras.explain``);
+- ``example``: a small instance with a sample label and output, which the contract test
+  (``tests/test_task_contract.py``) runs every registered type through.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtl_keras.errors import MtlError, unknown
@@ -23,9 +37,25 @@ def register_task_type(cls):
         ...     kind = "ordinal_example"
         >>> "ordinal_example" in TASK_TYPES
         True
+        >>> del TASK_TYPES["ordinal_example"]
     """
     TASK_TYPES[cls.kind] = cls
     return cls
+
+
+class TaskExample(NamedTuple):
+    """A small task of one type with one sample's raw label and one sample's raw head output.
+
+    Example:
+        >>> from mtl_keras.tasks import RegressionTask
+        >>> ex = RegressionTask.example()
+        >>> ex.task.name, ex.label.tolist(), ex.output.shape
+        ('count', [3.0], (1,))
+    """
+
+    task: "Task"
+    label: object  # as a data source yields it, before ``encode``
+    output: np.ndarray  # one sample's head output, without the batch axis
 
 
 class Task:
@@ -46,6 +76,14 @@ class Task:
     higher_is_better = False
     # Whether the head reads the pooled shared vector (global tasks) or the dense taps.
     dense = False
+    # The largest drop of the primary metric (int8 .tflite against Keras) taken as quantization noise;
+    # a larger one earns a --float-heads hint. None: no hint, the metric has no scale to compare to.
+    export_tolerance: float | None = None
+    # c in the uncertainty balancer's c·exp(-s)·L + s/2: 1 for a softmax/sigmoid likelihood, 1/2
+    # for a Gaussian one (Kendall, Gal & Cipolla 2018).
+    likelihood_factor = 1.0
+    # Grad-CAM scores the input of the head's final softmax/sigmoid (the logits) when True.
+    gradcam_reads_logits = False
 
     def __init__(self, name: str, depends_on=(), hidden_units: int = 256, dropout: float = 0.0):
         if not isinstance(name, str) or not name.isidentifier():
@@ -118,6 +156,78 @@ class Task:
     def decode(self, output) -> dict:
         """Turn one sample's raw output (numpy) into something a person (and JSON) can read."""
         raise NotImplementedError
+
+    def card_decoding(self) -> dict:
+        """The decoding settings the model card gives the device for this task (thresholds, top-k).
+
+        They must be JSON-safe (plain dicts, lists, str, numbers) and are read by ``demo.heads.decode``.
+
+        Returns:
+            A dict, empty when the output needs no setting to decode.
+
+        Example:
+            >>> from mtl_keras.tasks import BoxTask
+            >>> BoxTask("box").card_decoding()
+            {}
+        """
+        return {}
+
+    # ----- explanation side ---------------------------------------------------------------------
+    @classmethod
+    def has_gradcam_score(cls) -> bool:
+        """Whether this task type defines a Grad-CAM score rule (``gradcam_score``).
+
+        Returns:
+            True when a subclass overrides ``gradcam_score``.
+
+        Example:
+            >>> from mtl_keras.tasks import BoxTask
+            >>> BoxTask.has_gradcam_score(), Task.has_gradcam_score()
+            (True, False)
+        """
+        return cls.gradcam_score is not Task.gradcam_score
+
+    def gradcam_score(self, raw, labels, target):
+        """The Grad-CAM score of this task for one batch: what each image's map should explain.
+
+        Reads ``gradcam_reads_logits``: when True, ``raw`` and the score's input are the logits
+        before the head's final softmax/sigmoid, as Grad-CAM prescribes; else the head's output.
+        ``mtl_keras.explain.scores.build_score`` normalises ``target`` and checks ``labels`` first.
+
+        Args:
+            raw: the head's tensor for the batch, numpy ``[B, ...]``.
+            labels: the batch's raw labels for this task, or ``None``.
+            target: ``"predicted"``, ``"label"`` or a task-specific target (a class, a coordinate).
+
+        Returns:
+            A ``mtl_keras.tasks.scoring.TaskScore``: a ``[B, ...] -> [B]`` function and, per image,
+            what it scores.
+
+        Example:
+            >>> import numpy as np
+            >>> from mtl_keras.tasks import RegressionTask
+            >>> RegressionTask("count").gradcam_score(np.zeros((2, 1)), None, "predicted").targets
+            ['value[0]', 'value[0]']
+        """
+        raise NotImplementedError(f"task type {self.kind!r} has no Grad-CAM score rule")
+
+    # ----- contract ---------------------------------------------------------------------------
+    @classmethod
+    def example(cls, image_size: int = 16) -> TaskExample:
+        """A small task of this type with one sample label and output (for the contract test).
+
+        Args:
+            image_size: the square input size the label is made for (a multiple of 4).
+
+        Returns:
+            A ``TaskExample(task, label, output)``.
+
+        Example:
+            >>> from mtl_keras.tasks import ClassificationTask
+            >>> ClassificationTask.example().task.classes
+            ['circle', 'square', 'star']
+        """
+        raise NotImplementedError(f"task type {cls.kind!r} has no example")
 
     # ----- serialization ----------------------------------------------------------------------
     def get_config(self) -> dict:

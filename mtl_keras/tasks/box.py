@@ -6,9 +6,15 @@ import tensorflow as tf
 from keras import ops
 from keras.utils import bounding_boxes
 
+from demo import heads
+from mtl_keras.errors import unknown
 from mtl_keras.layers import CenterSizeToCorners
-from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.base import Task, TaskExample, register_task_type
 from mtl_keras.tasks.checks import assert_label
+from mtl_keras.tasks.scoring import LABEL, PREDICTED, TaskScore
+
+# The Grad-CAM targets that score one coordinate of the box, in ``rel_yxyx`` order.
+BOX_COORDS = ("y1", "x1", "y2", "x2")
 
 
 def box_iou(y_true, y_pred):
@@ -92,6 +98,8 @@ class BoxTask(Task):
     kind = "box"
     primary_metric = "iou"
     higher_is_better = True
+    export_tolerance = 0.02
+    likelihood_factor = 0.5  # Gaussian likelihood
 
     def __init__(self, name, l1_weight: float = 1.0, reduce_channels: int = 32, **kwargs):
         super().__init__(name, **kwargs)
@@ -132,7 +140,51 @@ class BoxTask(Task):
         return tf.TensorSpec([4], tf.float32)
 
     def decode(self, output):
-        return {"box_rel_yxyx": [round(float(v), 4) for v in np.asarray(output, np.float32).reshape(4)]}
+        return heads.box(output)
+
+    def gradcam_score(self, raw, labels, target):
+        """The box area (``predicted``, ``label`` or ``area``), or one coordinate (``y1 x1 y2 x2``).
+
+        Args:
+            raw: the predicted boxes for the batch, numpy ``[B, 4]`` ``rel_yxyx``.
+            labels: unused (the score is the predicted box whatever the label).
+            target: ``"predicted"``, ``"label"``, ``"area"`` or a coordinate name.
+
+        Returns:
+            A ``TaskScore``.
+
+        Example:
+            >>> s = BoxTask("box").gradcam_score(np.array([[0.1, 0.1, 0.5, 0.3]]), None, "predicted")
+            >>> s.what, round(float(s(np.array([[0.1, 0.1, 0.5, 0.3]], "float32"))[0]), 3)
+            ('box area', 0.08)
+        """
+        if target in (PREDICTED, LABEL, "area"):
+            def area(out):
+                return (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
+
+            return TaskScore(area, ["area"] * len(raw), "box area")
+        if target not in BOX_COORDS:
+            raise unknown(f"target of box task {self.name!r}:", str(target), ["area", *BOX_COORDS])
+        k = BOX_COORDS.index(target)
+        return TaskScore(lambda out: out[:, k], [target] * len(raw), f"box {target}")
+
+    @classmethod
+    def example(cls, image_size=16):
+        """A box in the upper left of the image and an output close to it.
+
+        Args:
+            image_size: unused (the box is relative to the image).
+
+        Returns:
+            A ``TaskExample``.
+
+        Example:
+            >>> ex = BoxTask.example()
+            >>> ex.task.decode(ex.output)
+            {'box_rel_yxyx': [0.1, 0.2, 0.5, 0.6]}
+        """
+        return TaskExample(cls("box"), np.array([0.1, 0.2, 0.5, 0.5], np.float32),
+                           np.array([0.1, 0.2, 0.5, 0.6], np.float32))
 
     def get_config(self):
         return {**super().get_config(), "l1_weight": self.l1_weight, "reduce_channels": self.reduce_channels}

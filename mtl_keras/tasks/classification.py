@@ -5,9 +5,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from demo import heads
 from mtl_keras.errors import MtlError
-from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.base import Task, TaskExample, register_task_type
 from mtl_keras.tasks.checks import assert_label
+from mtl_keras.tasks.scoring import LABEL, PREDICTED, TaskScore, pick, targets_from
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -50,6 +52,8 @@ class ClassificationTask(Task):
     kind = "classification"
     primary_metric = "accuracy"
     higher_is_better = True
+    export_tolerance = 0.01
+    gradcam_reads_logits = True
 
     def __init__(self, name, classes, label_smoothing: float = 0.0, **kwargs):
         super().__init__(name, **kwargs)
@@ -89,9 +93,64 @@ class ClassificationTask(Task):
         return tf.TensorSpec([], tf.int32)
 
     def decode(self, output):
-        p = np.asarray(output, np.float32)
-        i = int(np.argmax(p))
-        return {"label": self.classes[i], "index": i, "score": round(float(p[i]), 4)}
+        # The device lists the top classes too (card_decoding); predictions.json never did.
+        return heads.classification(output, self.classes, top_k=None)
+
+    def card_decoding(self):
+        """The device shows the three most likely classes (all of them when there are fewer).
+
+        Returns:
+            ``{"top_k": k}``.
+
+        Example:
+            >>> ClassificationTask("color", classes=["red", "green"]).card_decoding()
+            {'top_k': 2}
+        """
+        return {"top_k": min(3, len(self.classes))}
+
+    def gradcam_score(self, raw, labels, target):
+        """The logit of the predicted class, the labelled class, or a class named by name or index.
+
+        Args:
+            raw: the head's logits for the batch, numpy ``[B, K]``.
+            labels: the batch's class indices, or ``None``.
+            target: ``"predicted"``, ``"label"``, a class name or a class index.
+
+        Returns:
+            A ``TaskScore`` whose targets are the class names.
+
+        Example:
+            >>> t = ClassificationTask("shape", classes=["circle", "square"])
+            >>> t.gradcam_score(np.array([[0.1, 2.0], [3.0, 0.0]]), [1, 1], "label").targets
+            ['square', 'square']
+        """
+        def from_labels(labels):
+            index = np.asarray(labels).reshape(-1).astype(int)
+            if (index < 0).any():
+                raise MtlError(f"task {self.name!r}: target 'label' but some images have no {self.name} label")
+            return index
+
+        index = targets_from(self, raw, labels, target, lambda raw: raw.argmax(-1), from_labels)
+        why = target if target in (PREDICTED, LABEL) else "given"
+        return TaskScore(lambda out: pick(out, index), [self.classes[i] for i in index], f"logit of the {why} class")
+
+    @classmethod
+    def example(cls, image_size=16):
+        """Three shapes, the label of a square, and an output that predicts it.
+
+        Args:
+            image_size: unused (a class label has no size).
+
+        Returns:
+            A ``TaskExample``.
+
+        Example:
+            >>> ex = ClassificationTask.example()
+            >>> ex.task.decode(ex.output)["label"]
+            'square'
+        """
+        return TaskExample(cls("shape", classes=["circle", "square", "star"]), np.int64(1),
+                           np.array([0.2, 0.7, 0.1], np.float32))
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "label_smoothing": self.label_smoothing}

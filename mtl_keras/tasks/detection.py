@@ -21,11 +21,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from demo.decoding import OUTPUT_STRIDE, decode_detections, detections_to_json
+from demo import heads
+from demo.decoding import OUTPUT_STRIDE, decode_detections
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.layers import DetectionSummary, fpn_features
-from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.base import Task, TaskExample, register_task_type
 from mtl_keras.tasks.checks import assert_label
+from mtl_keras.tasks.coco_map import CocoEvaluator
+from mtl_keras.tasks.scoring import TaskScore, pick, targets_from
 
 HEATMAP_LOSSES = ("focal", "penalty_reduced")
 # Gaussian spread relative to the object size (TTFNet's alpha): sigma = alpha * size / 6, per axis,
@@ -149,6 +152,8 @@ class DetectionTask(Task):
     primary_metric = "map50"
     higher_is_better = True
     dense = True
+    export_tolerance = 0.02
+    gradcam_reads_logits = True
 
     def __init__(
         self,
@@ -265,8 +270,85 @@ class DetectionTask(Task):
 
     # ----- person side ------------------------------------------------------------------------
     def decode(self, output):
-        det = decode_detections(output, len(self.classes), self.score_threshold, top_k=self.max_objects)
-        return {"objects": detections_to_json(det, self.classes)}
+        return heads.detection(output, self.classes, self.score_threshold, self.max_objects)
+
+    def card_decoding(self):
+        """The device keeps the task's score threshold and its most objects per image.
+
+        Returns:
+            ``{"score_threshold": s, "top_k": n}``.
+
+        Example:
+            >>> DetectionTask("objects", classes=["a"], max_objects=5).card_decoding()
+            {'score_threshold': 0.3, 'top_k': 5}
+        """
+        return {"score_threshold": float(self.score_threshold), "top_k": int(self.max_objects)}
+
+    def gradcam_score(self, raw, labels, target):
+        """The heatmap peak logit of a class: the highest peak's class, the largest labelled object's, or a named one.
+
+        Args:
+            raw: the head's logits for the batch, numpy ``[B, H, W, C + 4]``.
+            labels: the batch's ``{"boxes", "labels"}`` dicts, or ``None``.
+            target: ``"predicted"``, ``"label"``, a class name or a class index.
+
+        Returns:
+            A ``TaskScore`` whose targets are the class names.
+
+        Example:
+            >>> t = DetectionTask("objects", classes=["a", "b"])
+            >>> raw = np.zeros((1, 4, 4, 6), "float32"); raw[0, 1, 2, 1] = 3.0
+            >>> s = t.gradcam_score(raw, None, "predicted")
+            >>> s.targets, [float(v) for v in s(raw)]
+            (['b'], [3.0])
+        """
+        c = len(self.classes)
+
+        def from_labels(labels):
+            index = []
+            for lab in labels:
+                boxes = np.asarray(lab["boxes"], np.float32).reshape(-1, 4)
+                cls = np.asarray(lab["labels"]).reshape(-1)
+                keep = cls >= 0
+                if not keep.any():
+                    raise MtlError(f"task {self.name!r}: target 'label' but an image has no labelled object")
+                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                index.append(int(cls[np.where(keep, area, -1).argmax()]))
+            return index
+
+        index = targets_from(
+            self, raw, labels, target, lambda raw: raw[..., :c].reshape(len(raw), -1, c).max(1).argmax(-1), from_labels
+        )
+
+        def peak(out):
+            per_class = tf.reduce_max(out[..., :c], axis=(1, 2))  # [B, C]: each class's highest cell
+            return pick(per_class, index)
+
+        return TaskScore(peak, [self.classes[i] for i in index], "heatmap peak logit of the class")
+
+    @classmethod
+    def example(cls, image_size=16):
+        """Two classes, one labelled object (padded with -1), and an output with one peak.
+
+        Args:
+            image_size: the input size; the output is its ``OUTPUT_STRIDE`` grid.
+
+        Returns:
+            A ``TaskExample``.
+
+        Example:
+            >>> ex = DetectionTask.example(16)
+            >>> [o["label"] for o in ex.task.decode(ex.output)["objects"]]
+            ['square']
+        """
+        g = int(image_size) // OUTPUT_STRIDE
+        task = cls("objects", classes=["circle", "square"])
+        output = np.zeros((g, g, len(task.classes) + 4), np.float32)
+        output[g // 2, g // 2, 1] = 0.9
+        output[g // 2, g // 2, 2:] = 0.5
+        label = {"boxes": np.array([[0.25, 0.25, 0.75, 0.75], [-1, -1, -1, -1]], np.float32),
+                 "labels": np.array([1, -1], np.int32)}
+        return TaskExample(task, label, output)
 
     def dataset_metrics(self, targets, outputs, weights) -> dict:
         """COCO ``map`` (mAP@[.5:.95]) and ``map50`` over a split, through pycocotools.
@@ -280,8 +362,6 @@ class DetectionTask(Task):
             >>> t.dataset_metrics(y, y[..., :5], np.ones(1))
             {'map': 1.0, 'map50': 1.0}
         """
-        from mtl_keras.tasks.coco_map import CocoEvaluator
-
         targets, outputs = np.asarray(targets), np.asarray(outputs)
         weights = np.asarray(weights, np.float32).reshape(len(targets), -1)[:, 0]
         c = len(self.classes)

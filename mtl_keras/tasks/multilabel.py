@@ -4,9 +4,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from demo import heads
 from mtl_keras.errors import MtlError
-from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.base import Task, TaskExample, register_task_type
 from mtl_keras.tasks.checks import assert_label
+from mtl_keras.tasks.scoring import TaskScore, pick, targets_from
 
 
 @register_task_type
@@ -22,6 +24,8 @@ class MultilabelTask(Task):
     kind = "multilabel"
     primary_metric = "f1"
     higher_is_better = True
+    export_tolerance = 0.01
+    gradcam_reads_logits = True
 
     def __init__(self, name, classes, threshold: float = 0.5, **kwargs):
         super().__init__(name, **kwargs)
@@ -59,12 +63,62 @@ class MultilabelTask(Task):
         return tf.TensorSpec([len(self.classes)], tf.float32)
 
     def decode(self, output):
-        p = np.asarray(output, np.float32)
-        on = np.flatnonzero(p >= self.threshold)
-        return {
-            "labels": [self.classes[i] for i in on],
-            "scores": {self.classes[i]: round(float(p[i]), 4) for i in range(len(p))},
-        }
+        return heads.multilabel(output, self.classes, self.threshold)
+
+    def card_decoding(self):
+        """The device reports the classes whose score reaches the task's threshold.
+
+        Returns:
+            ``{"threshold": t}``.
+
+        Example:
+            >>> MultilabelTask("present", classes=["a"], threshold=0.4).card_decoding()
+            {'threshold': 0.4}
+        """
+        return {"threshold": self.threshold}
+
+    def gradcam_score(self, raw, labels, target):
+        """The logit of the top-scoring label, the best-scoring labelled class, or a named class.
+
+        Args:
+            raw: the head's logits for the batch, numpy ``[B, K]``.
+            labels: the batch's multi-hot labels, or ``None``.
+            target: ``"predicted"``, ``"label"``, a class name or a class index.
+
+        Returns:
+            A ``TaskScore`` whose targets are the class names.
+
+        Example:
+            >>> t = MultilabelTask("present", classes=["a", "b", "c"])
+            >>> t.gradcam_score(np.array([[3.0, 1.0, 2.0]]), [[0, 1, 1]], "label").targets
+            ['c']
+        """
+        def from_labels(labels):
+            on = np.asarray(labels, np.float32).reshape(len(raw), -1) > 0.5
+            if not on.any(-1).all():
+                raise MtlError(f"task {self.name!r}: target 'label' but some images have no positive label")
+            return np.where(on, raw, -np.inf).argmax(-1)
+
+        index = targets_from(self, raw, labels, target, lambda raw: raw.argmax(-1), from_labels)
+        return TaskScore(lambda out: pick(out, index), [self.classes[i] for i in index], f"logit of the {target} label")
+
+    @classmethod
+    def example(cls, image_size=16):
+        """Three classes, a sample with the first and last, and an output that finds them.
+
+        Args:
+            image_size: unused (a multi-hot label has no size).
+
+        Returns:
+            A ``TaskExample``.
+
+        Example:
+            >>> ex = MultilabelTask.example()
+            >>> ex.task.decode(ex.output)["labels"]
+            ['circle', 'star']
+        """
+        return TaskExample(cls("present", classes=["circle", "square", "star"]), np.array([1, 0, 1], np.float32),
+                           np.array([0.9, 0.1, 0.7], np.float32))
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "threshold": self.threshold}

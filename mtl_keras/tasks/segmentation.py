@@ -18,10 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from demo.decoding import OUTPUT_STRIDE, decode_mask, mask_areas
+from demo import heads
+from demo.decoding import OUTPUT_STRIDE
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.layers import fpn_features
-from mtl_keras.tasks.base import Task, register_task_type
+from mtl_keras.tasks.base import Task, TaskExample, register_task_type
+from mtl_keras.tasks.scoring import LABEL, PREDICTED, TaskScore, class_index
 
 UNLABELLED = 255
 
@@ -65,6 +67,8 @@ class SegmentationTask(Task):
     primary_metric = "miou"
     higher_is_better = True
     dense = True
+    export_tolerance = 0.02
+    gradcam_reads_logits = True
 
     def __init__(self, name, classes, ignore_class=None, head_channels: int = 64, **kwargs):
         super().__init__(name, **kwargs)
@@ -126,8 +130,87 @@ class SegmentationTask(Task):
 
     # ----- person side ------------------------------------------------------------------------
     def decode(self, output):
-        mask = decode_mask(output)
-        return {"areas": mask_areas(mask, self.classes), "mask": mask.tolist()}
+        found = heads.segmentation(output, self.classes)
+        # The device draws the uint8 mask; JSON wants lists.
+        return {**found, "mask": found["mask"].tolist()}
+
+    def card_decoding(self):
+        """How strongly the device's picture blends the class colours over the image.
+
+        Returns:
+            ``{"overlay_alpha": a}``.
+
+        Example:
+            >>> SegmentationTask("mask", classes=["background", "a"]).card_decoding()
+            {'overlay_alpha': 0.45}
+        """
+        return {"overlay_alpha": 0.45}
+
+    def gradcam_score(self, raw, labels, target):
+        """The mean logit of a class over its pixels: the main predicted or labelled class, or a named one.
+
+        ``classes[0]`` is the background, so the class to explain by default is the most frequent
+        other one, over the predicted (``predicted``) or labelled (``label``) pixels.
+
+        Args:
+            raw: the head's pixel logits for the batch, numpy ``[B, H, W, K]``.
+            labels: the batch's ``H×W`` class-index masks, or ``None``.
+            target: ``"predicted"``, ``"label"``, a class name or a class index.
+
+        Returns:
+            A ``TaskScore`` whose targets are the class names.
+
+        Example:
+            >>> t = SegmentationTask("mask", classes=["background", "a", "b"])
+            >>> raw = np.zeros((1, 2, 2, 3), "float32"); raw[0, 0, :, 2] = 5.0
+            >>> s = t.gradcam_score(raw, None, "predicted")
+            >>> s.targets, [float(v) for v in s(raw)]
+            (['b'], [5.0])
+        """
+        k = raw.shape[-1]
+        if target == LABEL:
+            source = np.stack([np.asarray(m).reshape(raw.shape[1:3]) for m in labels]).astype(int)
+        else:
+            source = raw.argmax(-1)
+        if target in (PREDICTED, LABEL):
+            counts = np.stack([np.bincount(s.ravel()[(s.ravel() > 0) & (s.ravel() < k)], minlength=k) for s in source])
+            index = counts.argmax(-1)
+            index = np.where(counts.max(-1) > 0, index, 0)
+        else:
+            index = np.full(len(raw), class_index(self, target))
+        pixels = (source == np.asarray(index)[:, None, None]).astype(np.float32)
+        # A class with no pixel in an image: score its mean logit over the whole image instead.
+        pixels[pixels.reshape(len(raw), -1).sum(-1) == 0] = 1.0
+        index = [int(i) for i in index]
+        weights = tf.constant(pixels / pixels.sum(axis=(1, 2), keepdims=True))
+
+        def class_pixels(out):
+            logits = tf.gather(out, tf.constant(index, tf.int32)[:, None], axis=3, batch_dims=1)[..., 0]
+            return tf.reduce_sum(logits * weights, axis=(1, 2))
+
+        return TaskScore(class_pixels, [self.classes[i] for i in index], f"mean logit over the {target} class's pixels")
+
+    @classmethod
+    def example(cls, image_size=16):
+        """Background and one class, a mask with a square of it and an unlabelled pixel, and a matching output.
+
+        Args:
+            image_size: the side of the mask and of the output.
+
+        Returns:
+            A ``TaskExample``.
+
+        Example:
+            >>> ex = SegmentationTask.example(8)
+            >>> ex.task.decode(ex.output)["areas"]
+            {'background': 0.75, 'circle': 0.25}
+        """
+        n = int(image_size)
+        mask = np.zeros((n, n), np.uint8)
+        mask[: n // 2, : n // 2] = 1
+        mask[-1, -1] = UNLABELLED
+        output = np.stack([mask != 1, mask == 1], axis=-1).astype(np.float32)
+        return TaskExample(cls("mask", classes=["background", "circle"]), mask, output)
 
     def get_config(self):
         return {
