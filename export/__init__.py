@@ -9,13 +9,13 @@ Example:
     >>> report = export_model("runs/x/model.keras", modes=["fp32", "int8"])  # doctest: +SKIP
 """
 
-__all__ = ["export_model"]
+__all__ = ["ExportPlan", "export_model", "run_export"]
 
 
 def __getattr__(name):
-    # Lazy, so `mtl-keras --help` does not import TensorFlow through this package.
-    if name == "export_model":
-        from export.stage import export_model
+    # lazy: `mtl-keras --help` imports this package (for the export flags); the stage imports TensorFlow.
+    if name in __all__:
+        from export import stage
 
-        return export_model
+        return getattr(stage, name)
     raise AttributeError(name)

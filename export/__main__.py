@@ -10,14 +10,26 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from export.calibration import DEFAULT_COUNT
+from mtl_keras.errors import MtlError
+from mtl_keras.run.entry import add_verbose_argument, check_positive, run_reporting_errors
+from mtl_keras.run.folder import RunDir
+from mtl_keras.startup import start_tensorflow, verbose_requested
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The export options (shared by ``python -m export`` and ``mtl-keras export``)."""
-    from export.calibration import DEFAULT_COUNT
+    """The export options (shared by ``python -m export`` and ``mtl-keras export``).
 
+    Args:
+        p: the parser to add them to.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> p.parse_args(["m.keras", "--float-heads", "box"]).float_heads
+        'box'
+    """
     p.add_argument("model", help="a .keras file written by mtl-keras train")
     p.add_argument("--modes", default="fp32,fp16,dynamic,int8",
                    help="comma-separated: fp32, fp16, dynamic, int8, int8_mixed, int16x8 (default: %(default)s)")
@@ -42,23 +54,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unsafe", action="store_true", help="allow loading models that contain arbitrary code")
 
 
-def run(args) -> int:
-    """Run the export; 0 when every format is ok, 1 when one failed or fell below a floor."""
-    from export.report import format_table
-    from export.stage import exit_status, export_model
-    from mtl_keras.errors import MtlError
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
-    for name in ("calibration_size", "threads"):
-        if getattr(args, name) < 1:
-            raise MtlError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.eval_size is not None and args.eval_size < 1:
-        raise MtlError(f"--eval-size must be a positive integer, got {args.eval_size}")
+
+def run(args) -> int:
+    """Run the export; 0 when every format is ok, 1 when one failed or fell below a floor.
+
+    Args:
+        args: the parsed export flags.
+
+    Returns:
+        0 or 1 (``export.stage.exit_status``); a user mistake is an ``MtlError``.
+
+    Example:
+        >>> main(["runs/x/model.keras", "--modes", "fp32,int8"])  # doctest: +SKIP
+        0
+    """
+    check_positive(args, "calibration_size", "threads")
+    check_positive(args, "eval_size", optional=True)
     if args.timing_runs < 0:
         raise MtlError(f"--timing-runs must be >= 0, got {args.timing_runs}")
+    # lazy: the stage imports TensorFlow and the converter; `python -m export --help` needs neither.
+    from export.report import format_table
+    from export.stage import exit_status, export_model
+
     report = export_model(
         args.model, modes=args.modes, data=args.data, out=args.out,
-        float_heads=[h.strip() for h in args.float_heads.split(",") if h.strip()],
-        float_layers=[p.strip() for p in args.float_layers.split(",") if p.strip()],
+        float_heads=_names(args.float_heads), float_layers=_names(args.float_layers),
         calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
         floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
         safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir,
@@ -69,16 +92,24 @@ def run(args) -> int:
             print(f"{f['mode']}: {f['reason']}")
     for note in report["notes"]:
         print(f"note: {note}")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "export")
+    out = args.out or RunDir.of_model(args.model).export
     print(f"wrote {out}/ (report.json, report.md, model_card.json, {len([f for f in report['formats'] if f['status'] != 'failed'])} .tflite)")
     return exit_status(report)
 
 
 def main(argv=None) -> int:
-    """``python -m export``: parse, run, and turn user errors into one line and exit status 2."""
-    from mtl_keras.run.entry import add_verbose_argument, run_reporting_errors
-    from mtl_keras.startup import start_tensorflow, verbose_requested
+    """``python -m export``: parse, run, and turn user errors into one line and exit status 2.
 
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+
+    Example:
+        >>> main(["does-not-exist.keras", "--modes", "fp32", "--data", "shapes"])  # doctest: +SKIP
+        2
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     start_tensorflow(verbose=verbose_requested(argv))
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,

@@ -3,6 +3,11 @@
 Every .tflite is written to a temporary name, loaded and scored, and only then renamed into place;
 a conversion or validation failure leaves no file behind for that mode.
 
+``export_model(...)`` (or ``run_export(ExportPlan(...))``) runs the phases in order: ``prepare``
+(check the plan, reopen the run through ``RunDir``), ``reference`` (the Keras model's outputs and
+metrics, calibration images), ``convert_mode`` per mode (convert, validate, score, card entry),
+timing, the layer-by-layer trace, ``write_report``.
+
 Example:
     >>> report = export_model("runs/x/model.keras", modes=["fp32", "int8"], out="runs/x/export")  # doctest: +SKIP
     >>> [f["status"] for f in report["formats"]]                                                # doctest: +SKIP
@@ -11,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +29,7 @@ from export import calibration, card as card_lib, convert, layer_errors, report 
 from export.evaluator import collect, evaluate_outputs
 from mtl_keras.errors import MtlError
 from mtl_keras.run.files import ensure_dir
+from mtl_keras.run.folder import RunDir
 
 DEFAULT_MODES = ("fp32", "fp16", "dynamic", "int8")
 # Full-integer modes whose drift from fp32 is traced layer by layer (export/layer_errors.py).
@@ -31,6 +39,13 @@ LAYER_ERROR_IMAGES = 16
 
 def output_files(out: str, modes) -> list[str]:
     """The files an export of ``modes`` writes into ``out``.
+
+    Args:
+        out: the export folder.
+        modes: the parsed modes.
+
+    Returns:
+        Every .tflite, layer trace, card and report path, in that order.
 
     Example:
         >>> output_files("e", ["fp32"])
@@ -43,6 +58,17 @@ def output_files(out: str, modes) -> list[str]:
 
 def parse_modes(text, float_heads, float_layers=()) -> list[str]:
     """The ordered list of modes from ``--modes`` (``int8_mixed`` is added when heads or layers are kept float).
+
+    Args:
+        text: ``--modes`` (comma-separated) or a list of modes.
+        float_heads: the heads kept float (non-empty adds ``int8_mixed``).
+        float_layers: the layer patterns kept float (non-empty adds ``int8_mixed``).
+
+    Returns:
+        The modes, in the order given.
+
+    Raises:
+        MtlError: an empty list, an unknown or repeated mode, or ``int8_mixed`` with nothing kept float.
 
     Example:
         >>> parse_modes("fp32,int8", ["box"])
@@ -61,6 +87,115 @@ def parse_modes(text, float_heads, float_layers=()) -> list[str]:
     if "int8_mixed" in modes and not (float_heads or float_layers):
         raise MtlError("mode int8_mixed needs --float-heads TASK[,TASK] (or 'auto') or --float-layers PATTERN[,PATTERN]")
     return modes
+
+
+@dataclasses.dataclass
+class ExportPlan:
+    """The settings of one export (``python -m export``'s flags), before anything is loaded.
+
+    Args:
+        model_path: the ``.keras`` file written by ``mtl-keras train``.
+        modes: the modes to convert (a list or comma-separated; ``int8_mixed`` is added when heads
+            or layers are kept float).
+        data: the dataset to calibrate and validate on (None: the run's, from config.json).
+        out: the output folder (None: ``export/`` beside the model).
+        float_heads: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks
+            that lose more than the tolerance in int8.
+        float_layers: Keras layer names or globs (``conv5_*``) that also stay float32 in ``int8_mixed``.
+        data_dir: where a tfds dataset's prepared data lives (None: the run's saved one, when ``data``
+            is the run's dataset).
+        calibration_size: training images for int8 calibration.
+        eval_size: test images to validate on (None: the whole split).
+        split: the split to validate on.
+        floors: ``--min-metric`` strings (``TASK[.METRIC]=VALUE``).
+        threads: interpreter threads for validation and timing.
+        timing_runs: timed single-image calls per format (0: no timing).
+        force: overwrite the files of an earlier export.
+        safe_mode: refuse models with arbitrary code (``--unsafe`` turns it off).
+
+    Example:
+        >>> plan = ExportPlan("/runs/x/model.keras", modes="fp32,int8", float_heads=["box", ""]).checked()
+        >>> plan.modes, plan.float_heads, plan.output_dir
+        (['fp32', 'int8', 'int8_mixed'], ['box'], '/runs/x/export')
+    """
+
+    model_path: str
+    modes: Any = DEFAULT_MODES
+    data: str | None = None
+    out: str | None = None
+    float_heads: Any = ()
+    float_layers: Any = ()
+    data_dir: Any = None
+    calibration_size: int = calibration.DEFAULT_COUNT
+    eval_size: int | None = None
+    split: str = "test"
+    floors: Any = ()
+    threads: int = 2
+    timing_runs: int = 50
+    force: bool = False
+    safe_mode: bool = True
+
+    def checked(self) -> ExportPlan:
+        """The plan with empty names dropped and ``modes`` parsed into a list (``parse_modes``).
+
+        Returns:
+            A checked copy.
+
+        Raises:
+            MtlError: an unknown or repeated mode, or ``int8_mixed`` with nothing kept float.
+
+        Example:
+            >>> ExportPlan("m.keras", modes="fp32, int8", float_layers=["conv5_*"]).checked().modes
+            ['fp32', 'int8', 'int8_mixed']
+        """
+        heads = [h for h in self.float_heads if h]
+        layers = [p for p in self.float_layers if p]
+        return dataclasses.replace(self, float_heads=heads, float_layers=layers,
+                                   modes=parse_modes(self.modes, heads, layers))
+
+    @property
+    def auto_heads(self) -> bool:
+        """Whether ``int8_mixed`` picks its float heads from the int8 results (``--float-heads auto``).
+
+        Example:
+            >>> ExportPlan("m.keras", float_heads=["auto"]).auto_heads
+            True
+        """
+        return list(self.float_heads) == ["auto"]
+
+    @property
+    def output_dir(self) -> str:
+        """``out``, or ``export/`` beside the model.
+
+        Example:
+            >>> ExportPlan("/runs/x/model.keras").output_dir
+            '/runs/x/export'
+        """
+        return self.out or RunDir.of_model(self.model_path).export
+
+
+@dataclasses.dataclass
+class _Export:
+    """One export under way: the plan, the reopened run, and what each phase adds."""
+
+    plan: ExportPlan
+    run: Any  # mtl_keras.run.folder.OpenRun
+    floors: list
+    out: str
+    report: dict = dataclasses.field(default_factory=dict)
+    card: dict = dataclasses.field(default_factory=dict)
+    images: Any = None
+    targets: Any = None
+    weights: Any = None
+    reference: dict = dataclasses.field(default_factory=dict)
+    keras_metrics: dict = dataclasses.field(default_factory=dict)
+    calibration: dict | None = None
+    calibration_images: Any = None
+    lite_models: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def tasks(self) -> list:
+        return self.run.model.tasks
 
 
 def export_model(
@@ -83,126 +218,224 @@ def export_model(
 ) -> dict:
     """Export ``model_path`` in each of ``modes`` and return the report (also written as JSON/Markdown).
 
-    ``float_heads``: tasks whose heads stay float32 in ``int8_mixed``; ``["auto"]`` picks the tasks that
-    lose more than the tolerance in int8. ``float_layers``: Keras layer names or globs (``conv5_*``) that
-    also stay float32 in ``int8_mixed``. ``data_dir``: where a tfds dataset's prepared data lives (default:
-    the run's saved one, when ``data`` is the run's dataset). ``floors``: ``--min-metric`` strings. ``eval_size``: number
-    of test images (default: the whole split).
-    """
-    from mtl_keras import data as data_lib
-    from mtl_keras.model.saving import load_model
-    from mtl_keras.run.folder import data_options as resolve_options, run_config
+    The keyword form of ``run_export(ExportPlan(...), log)``.
 
-    float_heads = [h for h in float_heads if h]
-    float_layers = [p for p in float_layers if p]
-    modes = parse_modes(modes, float_heads, float_layers)
-    config = run_config(model_path)
-    data = data or config.get("data")
-    # Resolved before the model loads, so a --data-dir the dataset cannot take fails at once.
-    options = resolve_options(data, data_dir, config) if data else {}
-    model = load_model(model_path, safe_mode=safe_mode, compile=False)
-    if not data:
-        raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
-    floors = [report_lib.parse_floor(f, model.tasks) for f in floors]
-    auto = float_heads == ["auto"]
-    if not auto:
-        convert_heads_check(model, float_heads)
-    convert.match_layers(model, float_layers)  # a pattern that matches nothing fails before any work
-    if auto and "int8" not in modes:
+    Args:
+        model_path, modes, data, out, float_heads, float_layers, data_dir, calibration_size, eval_size,
+        split, floors, threads, timing_runs, force, safe_mode: the ``ExportPlan`` fields.
+        log: called with one line per step (``python -m export`` prints them to stderr).
+
+    Returns:
+        The report: the Keras metrics, and per format its status, size, metrics, parity and latency.
+
+    Example:
+        >>> report = export_model("runs/x/model.keras", modes=["fp32"], eval_size=8)  # doctest: +SKIP
+        >>> report["formats"][0]["status"]                                          # doctest: +SKIP
+        'ok'
+    """
+    plan = ExportPlan(
+        model_path=model_path, modes=modes, data=data, out=out, float_heads=float_heads, float_layers=float_layers,
+        data_dir=data_dir, calibration_size=calibration_size, eval_size=eval_size, split=split, floors=floors,
+        threads=threads, timing_runs=timing_runs, force=force, safe_mode=safe_mode,
+    )
+    return run_export(plan, log)
+
+
+def run_export(plan: ExportPlan, log=print) -> dict:
+    """The phases of an export: prepare -> reference -> convert and validate -> time -> trace -> write.
+
+    Args:
+        plan: what to export (checked here).
+        log: called with one line per step.
+
+    Returns:
+        The report (also written to ``report.json`` and ``report.md``).
+
+    Example:
+        >>> run_export(ExportPlan("runs/x/model.keras", modes=["fp32", "int8"]))["formats"]  # doctest: +SKIP
+    """
+    job = prepare(plan)
+    reference(job, log)
+    with convert.SavedModel(job.run.model) as saved:
+        for mode in job.plan.modes:
+            convert_mode(job, saved, mode, log)
+    _time_all(job.lite_models, job.images[0], job.report, plan.timing_runs, log)
+    _trace_layer_errors(job.lite_models, job.images[:LAYER_ERROR_IMAGES], job.report, job.out, log)
+    return write_report(job)
+
+
+def prepare(plan: ExportPlan) -> _Export:
+    """Phase 1: check the plan, reopen the run (model, data), check heads, layers, floors and ``out``.
+
+    Every check that needs no data comes before any data is read, so a mistake costs seconds.
+
+    Args:
+        plan: what to export.
+
+    Returns:
+        The export under way, with its output folder created.
+
+    Raises:
+        MtlError: a bad mode, head, layer pattern, floor or dataset, or an ``out`` that holds an
+            earlier export (without ``force``) or cannot be a folder.
+
+    Example:
+        >>> prepare(ExportPlan("runs/x/model.keras", modes="fp32,int4"))
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: unknown export mode 'int4'; available: fp32, fp16, dynamic, int8, int8_mixed, int16x8
+    """
+    plan = plan.checked()
+    run = RunDir.of_model(plan.model_path).open(plan.data, plan.data_dir, safe_mode=plan.safe_mode, compile=False)
+    model = run.model
+    floors = [report_lib.parse_floor(f, model.tasks) for f in plan.floors]
+    if not plan.auto_heads:
+        convert_heads_check(model, plan.float_heads)
+    convert.match_layers(model, plan.float_layers)  # a pattern that matches nothing fails before any work
+    if plan.auto_heads and "int8" not in plan.modes:
         raise MtlError("--float-heads auto picks heads from the int8 results; add int8 to --modes")
-    out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "export")
-    existing = [p for p in output_files(out, modes) if os.path.exists(p)]
-    if existing and not force:
+    out = plan.output_dir
+    existing = [p for p in output_files(out, plan.modes) if os.path.exists(p)]
+    if existing and not plan.force:
         raise MtlError(f"{out} already holds {', '.join(os.path.basename(p) for p in existing)}; pass --force to overwrite")
     if os.path.exists(out) and not os.path.isdir(out):
         raise MtlError(f"--out {out} exists and is not a directory")
     ensure_dir(out)  # a clear MtlError when a parent is a file or the folder cannot be made
+    return _Export(plan=plan, run=run, floors=floors, out=out)
 
-    image_size = int(model.inputs[0].shape[1])
-    log(f"evaluating the Keras model on the {split} split of {data} ...")
-    dataset = data_lib.load(data, split=split, image_size=image_size, batch_size=64, tasks=model.tasks,
-                           size=eval_size, augment=False, **options)
-    images, targets, weights = collect(dataset, model.tasks)
-    reference = {k: np.asarray(v) for k, v in model.predict(images, batch_size=64, verbose=0).items()}
-    keras_metrics = evaluate_outputs(model.tasks, targets, reference, weights)
 
-    calib, calib_images = None, None
-    if any(m.startswith("int") for m in modes):
+def reference(job: _Export, log=print) -> None:
+    """Phase 2: the Keras model's outputs and metrics on the split (what every format is held to),
+    the calibration images for the integer modes, an empty card and report.
+
+    Args:
+        job: from ``prepare``.
+        log: called with one line per step.
+
+    Example:
+        >>> job = prepare(ExportPlan("runs/x/model.keras")); reference(job)  # doctest: +SKIP
+        >>> sorted(job.keras_metrics)                                         # doctest: +SKIP
+        ['box', 'shape']
+    """
+    plan, run, tasks = job.plan, job.run, job.tasks
+    log(f"evaluating the Keras model on the {plan.split} split of {run.data} ...")
+    dataset = run.load_split(plan.split, batch_size=64, size=plan.eval_size, augment=False)
+    job.images, job.targets, job.weights = collect(dataset, tasks)
+    job.reference = {k: np.asarray(v) for k, v in run.model.predict(job.images, batch_size=64, verbose=0).items()}
+    job.keras_metrics = evaluate_outputs(tasks, job.targets, job.reference, job.weights)
+    if any(m.startswith("int") for m in plan.modes):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            calib_images = calibration.calibration_images(
-                data, image_size, calibration_size, data_options=options)
+            job.calibration_images = calibration.calibration_images(
+                run.data, run.image_size, plan.calibration_size, data_options=run.data_options)
         for w in caught:
             log(f"warning: {w.message}")
-        calib = {"images": int(len(calib_images)), "split": "train", "data": data}
-
-    source = {"model": os.path.abspath(model_path), "data": data, "trunk": model.build_config.get("trunk"),
-              "image_size": image_size, "run_config": {k: config[k] for k in ("data", "trunk", "image_size", "build") if k in config}}
-    card = card_lib.new_card(model.tasks, image_size, source)
-    report = {
-        "model": os.fspath(model_path), "data": data, "split": split, "images": int(len(images)),
-        "threads": int(threads), "timing_runs": int(timing_runs),
-        "tasks": [{"name": t.name, "metric": t.primary_metric, "higher_is_better": t.higher_is_better} for t in model.tasks],
-        "keras": {"metrics": keras_metrics},
-        "floors": [f.describe() for f in floors],
+        job.calibration = {"images": int(len(job.calibration_images)), "split": "train", "data": run.data}
+    job.card = card_lib.new_card(tasks, run.image_size, run.card_source())
+    job.report = {
+        "model": os.fspath(plan.model_path), "data": run.data, "split": plan.split, "images": int(len(job.images)),
+        "threads": int(plan.threads), "timing_runs": int(plan.timing_runs),
+        "tasks": [{"name": t.name, "metric": t.primary_metric, "higher_is_better": t.higher_is_better} for t in tasks],
+        "keras": {"metrics": job.keras_metrics},
+        "floors": [f.describe() for f in job.floors],
         "formats": [], "notes": [],
     }
-    by_name = {t.name: t for t in model.tasks}
-    lite_models = {}
-    with convert.SavedModel(model) as saved:
-        for mode in modes:
-            heads = float_heads if mode == "int8_mixed" else []
-            if mode == "int8_mixed" and auto:
-                int8 = next((f for f in report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
-                heads = report_lib.drop_hints(model.tasks, keras_metrics, int8["metrics"]) if int8 else []
-                if not heads and not float_layers:
-                    report["notes"].append("int8_mixed skipped: no head lost more than the tolerance in int8")
-                    continue
-            layers = float_layers if mode == "int8_mixed" else []
-            kept = [*(f"head {h}" for h in heads), *layers]
-            log(f"converting {mode}{' (float: ' + ', '.join(kept) + ')' if kept else ''} ...")
-            entry = {"mode": mode, "file": f"model_{mode}.tflite", "status": "failed", "float_heads": heads,
-                     "float_layers": layers}
-            report["formats"].append(entry)
-            try:
-                lite, data_bytes = _convert_and_validate(saved, mode, heads, layers, calib_images, out, threads)
-            except (MtlError, ModelError) as e:
-                # The trunk is what a user would change when the converter refuses one of its ops.
-                entry["reason"] = f"{e} (trunk {source['trunk']})" if source.get("trunk") else str(e)
-                log(f"  {mode} failed: {entry['reason']}")
-                continue
-            outputs = lite.predict(images)
-            metrics = evaluate_outputs(model.tasks, targets, outputs, weights)
-            parity = {k: float(np.max(np.abs(outputs[k] - reference[k]))) for k in reference}
-            entry.update(
-                status="ok", size_mb=round(len(data_bytes) / 1e6, 3), metrics=metrics,
-                parity_max_abs=max(parity.values()), parity_per_task=parity,
-                delta={t: round(metrics[t][by_name[t].primary_metric] - keras_metrics[t][by_name[t].primary_metric], 4)
-                       for t in by_name},
-                input_dtype=lite.input_dtype.name, ops=convert.builtin_ops(data_bytes),
-            )
-            below = [f.describe() for f in floors if not f.check(metrics)]
-            if below:
-                entry["status"] = "below floor"
-                entry["reason"] = "below --min-metric " + "; ".join(below)
-            lite_models[mode] = lite
-            card["files"][entry["file"]] = card_lib.file_entry(
-                data_bytes, mode, lite, heads, calib if mode.startswith("int") else None,
-                {"data": data, "split": split, "images": int(len(images)), "metrics": metrics, "parity_max_abs": entry["parity_max_abs"]},
-                float_layers=layers,
-            )
-            files.write_json(os.path.join(out, card_lib.CARD_NAME), card)
 
-    _time_all(lite_models, images[0], report, timing_runs, log)
-    _trace_layer_errors(lite_models, images[:LAYER_ERROR_IMAGES], report, out, log)
-    report["notes"] += quantization_notes(model.tasks, keras_metrics, report["formats"])
-    files.write_json(os.path.join(out, "report.json"), report)
-    files.write_text(os.path.join(out, "report.md"), report_lib.markdown(report))
+
+def convert_mode(job: _Export, saved, mode: str, log=print) -> None:
+    """Phase 3, one mode: convert, validate through LiteRT, score against the reference; add it to the
+    report and the card. A failure is recorded in the report, not raised.
+
+    Args:
+        job: from ``reference``.
+        saved: the model as a SavedModel (``convert.SavedModel``), shared by every mode.
+        mode: the mode to convert.
+        log: called with one line per step.
+
+    Example:
+        >>> with convert.SavedModel(job.run.model) as saved: convert_mode(job, saved, "fp32")  # doctest: +SKIP
+    """
+    plan = job.plan
+    heads = plan.float_heads if mode == "int8_mixed" else []
+    if mode == "int8_mixed" and plan.auto_heads:
+        int8 = next((f for f in job.report["formats"] if f["mode"] == "int8" and f["status"] != "failed"), None)
+        heads = report_lib.drop_hints(job.tasks, job.keras_metrics, int8["metrics"]) if int8 else []
+        if not heads and not plan.float_layers:
+            job.report["notes"].append("int8_mixed skipped: no head lost more than the tolerance in int8")
+            return
+    layers = plan.float_layers if mode == "int8_mixed" else []
+    kept = [*(f"head {h}" for h in heads), *layers]
+    log(f"converting {mode}{' (float: ' + ', '.join(kept) + ')' if kept else ''} ...")
+    entry = {"mode": mode, "file": f"model_{mode}.tflite", "status": "failed", "float_heads": heads,
+             "float_layers": layers}
+    job.report["formats"].append(entry)
+    try:
+        lite, data_bytes = _convert_and_validate(saved, mode, heads, layers, job.calibration_images, job.out,
+                                                 plan.threads)
+    except (MtlError, ModelError) as e:
+        trunk = job.run.model.build_config.get("trunk")
+        # The trunk is what a user would change when the converter refuses one of its ops.
+        entry["reason"] = f"{e} (trunk {trunk})" if trunk else str(e)
+        log(f"  {mode} failed: {entry['reason']}")
+        return
+    _score(job, entry, lite, data_bytes)
+    job.lite_models[mode] = lite
+    job.card["files"][entry["file"]] = card_lib.file_entry(
+        data_bytes, mode, lite, heads, job.calibration if mode.startswith("int") else None,
+        {"data": job.run.data, "split": plan.split, "images": int(len(job.images)), "metrics": entry["metrics"],
+         "parity_max_abs": entry["parity_max_abs"]},
+        float_layers=layers,
+    )
+    files.write_json(os.path.join(job.out, card_lib.CARD_NAME), job.card)
+
+
+def _score(job: _Export, entry: dict, lite, data_bytes: bytes) -> None:
+    """A converted file's metrics, parity with the Keras outputs and change per task; floors checked."""
+    outputs = lite.predict(job.images)
+    metrics = evaluate_outputs(job.tasks, job.targets, outputs, job.weights)
+    parity = {k: float(np.max(np.abs(outputs[k] - job.reference[k]))) for k in job.reference}
+    primary = {t.name: t.primary_metric for t in job.tasks}
+    entry.update(
+        status="ok", size_mb=round(len(data_bytes) / 1e6, 3), metrics=metrics,
+        parity_max_abs=max(parity.values()), parity_per_task=parity,
+        delta={t: round(metrics[t][m] - job.keras_metrics[t][m], 4) for t, m in primary.items()},
+        input_dtype=lite.input_dtype.name, ops=convert.builtin_ops(data_bytes),
+    )
+    below = [f.describe() for f in job.floors if not f.check(metrics)]
+    if below:
+        entry["status"] = "below floor"
+        entry["reason"] = "below --min-metric " + "; ".join(below)
+
+
+def write_report(job: _Export) -> dict:
+    """Last phase: the notes on what to try next, then report.json and report.md.
+
+    Args:
+        job: after the conversions, timing and trace.
+
+    Returns:
+        The report.
+
+    Example:
+        >>> report = write_report(job)  # doctest: +SKIP
+    """
+    report = job.report
+    report["notes"] += quantization_notes(job.tasks, job.keras_metrics, report["formats"])
+    files.write_json(os.path.join(job.out, "report.json"), report)
+    files.write_text(os.path.join(job.out, "report.md"), report_lib.markdown(report))
     return report
 
 
 def quantization_notes(tasks, keras_metrics: dict, formats: list) -> list[str]:
     """What to try when int8 loses too much: float heads when the loss is in a head, int16x8 when not.
+
+    Args:
+        tasks: the model's tasks.
+        keras_metrics: the Keras model's metrics per task.
+        formats: the report's format entries.
+
+    Returns:
+        One note per suggestion (none when int8 keeps every task within the tolerance).
 
     Example:
         >>> from mtl_keras.tasks import BoxTask
@@ -229,6 +462,22 @@ def quantization_notes(tasks, keras_metrics: dict, formats: list) -> list[str]:
 
 
 def convert_heads_check(model, float_heads) -> None:
+    """Refuse ``--float-heads`` names that are not outputs of the model.
+
+    Args:
+        model: the Keras model.
+        float_heads: task names.
+
+    Raises:
+        MtlError: naming the unknown heads and the model's tasks.
+
+    Example:
+        >>> import types
+        >>> convert_heads_check(types.SimpleNamespace(output_names=["shape", "box"]), ["boxes"])
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: --float-heads names boxes, not tasks of this model (shape, box)
+    """
     unknown = [h for h in float_heads if h not in model.output_names]
     if unknown:
         raise MtlError(f"--float-heads names {', '.join(unknown)}, not tasks of this model ({', '.join(model.output_names)})")
@@ -299,6 +548,12 @@ def _trace_layer_errors(lite_models: dict, images, report: dict, out: str, log) 
 
 def exit_status(report: dict) -> int:
     """0 when every format converted, validated and met the floors; 1 otherwise.
+
+    Args:
+        report: ``export_model``'s report.
+
+    Returns:
+        The exit status of ``python -m export``.
 
     Example:
         >>> exit_status({"formats": [{"status": "ok"}, {"status": "below floor"}]})

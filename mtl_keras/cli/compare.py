@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
-from mtl_keras.errors import MtlError
+from mtl_keras.cli.arguments import parse_task_numbers
+from mtl_keras.run import files
+from mtl_keras.run.entry import check_positive
+from mtl_keras.run.folder import data_options
+from mtl_keras.train.recipe import add_recipe_arguments, check_recipe_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``compare`` flags; the recipe flags mean what they mean for ``mtl-keras train``.
+
+    Args:
+        p: the subcommand's parser.
 
     Example:
         >>> p = argparse.ArgumentParser(); add_arguments(p)
@@ -37,8 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=2048, help="training examples per epoch, every run")
     p.add_argument("--eval-size", type=int, default=512, help="examples of --split to score every run on")
     p.add_argument("--split", default="val", choices=["val", "test"])
-    from mtl_keras.train.recipe import add_recipe_arguments
-
     add_recipe_arguments(p, schedule=False)
     p.add_argument("--scale-task", default="",
                    help="multiply task losses in every run, e.g. box=100 (a loss in other units)")
@@ -53,32 +59,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     """Run the comparison and write compare.json and compare.md to ``--out``.
 
+    Args:
+        args: the parsed ``compare`` flags.
+
+    Returns:
+        0 (a user mistake is an ``MtlError``).
+
     Example:
         >>> from mtl_keras.cli import main
         >>> argv = ["compare", "--tasks", "shape,box", "--seeds", "3", "--epochs", "1", "--out", "runs/c"]
         >>> main(argv)  # doctest: +SKIP
         0
     """
-    for flag in ("epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds"):
-        if getattr(args, flag) < 1:
-            raise MtlError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
-    from mtl_keras.train.recipe import check_recipe_arguments
-
+    check_positive(args, "epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds")
     check_recipe_arguments(args)
-    import warnings
-
-    from mtl_keras.run import files as io
-    from mtl_keras.run.folder import data_options
-    from mtl_keras.cli.train import parse_loss_weights
+    # lazy: training imports Keras and TensorFlow; the parser and the checks above stay free of them.
     from mtl_keras.evaluate.compare import compare, format_table
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     options = data_options(args.data, args.data_dir)
-    io.ensure_dir(args.out)
-    try:
-        scale = parse_loss_weights(args.scale_task)
-    except MtlError as e:
-        raise MtlError(str(e).replace("--loss-weights", "--scale-task")) from None
+    files.ensure_dir(args.out)
+    scale = parse_task_numbers(args.scale_task, "--scale-task")
     result = compare(
         data=args.data, tasks=args.tasks, balancers=args.balancers, trunk=args.trunk, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
@@ -88,15 +89,19 @@ def run(args) -> int:
         weight_decay=args.weight_decay,
     )
     table = format_table(result)
-    budget = result["budget"]
-    seeds = result["seeds"]
+    note = _budget_note(args, result, scale)
+    files.write_json(os.path.join(args.out, "compare.json"), result)
+    files.write_text(os.path.join(args.out, "compare.md"), f"{note}\n\n{table}\n")
+    print(f"\n{note}\n\n{table}\n\nwrote {args.out}/compare.json, compare.md")
+    return 0
+
+
+def _budget_note(args, result: dict, scale: dict) -> str:
+    """The line above the table: data, budget, recipe and seeds every run shared."""
+    budget, seeds = result["budget"], result["seeds"]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    note = (f"{args.data} {args.split} split ({args.eval_size} examples), {budget['trunk']} at {budget['image_size']} px, "
+    return (f"{args.data} {args.split} split ({args.eval_size} examples), {budget['trunk']} at {budget['image_size']} px, "
             f"{budget['epochs']} epochs x {args.train_size} examples, batch {args.batch_size}, "
             f"{budget['optimizer']} lr {budget['learning_rate']:g} warm-up {budget['warmup']:g}, {seed_text}"
             + (f", label smoothing {args.label_smoothing:g}" if args.label_smoothing else "")
             + (f", loss scale {scale}" if scale else ""))
-    io.write_json(os.path.join(args.out, "compare.json"), result)
-    io.write_text(os.path.join(args.out, "compare.md"), f"{note}\n\n{table}\n")
-    print(f"\n{note}\n\n{table}\n\nwrote {args.out}/compare.json, compare.md")
-    return 0

@@ -10,11 +10,22 @@ from __future__ import annotations
 import argparse
 import os
 
-from mtl_keras.errors import MtlError
-from mtl_keras.run.folder import data_options, run_config
+from mtl_keras.run import files
+from mtl_keras.run.entry import check_positive
+from mtl_keras.run.folder import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` flags.
+
+    Args:
+        p: the subcommand's parser.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> p.parse_args(["runs/x/model.keras", "--split", "val"]).split
+        'val'
+    """
     p.add_argument("model", help="path to a .keras file written by mtl-keras train")
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -27,27 +38,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.batch_size < 1:
-        raise MtlError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.size is not None and args.size < 1:
-        raise MtlError(f"--size must be a positive integer, got {args.size}")
-    import mtl_keras as mk
-    from mtl_keras.run import files as io
+    """Score the model on a split of its run's dataset (or ``--data``); print the table, write the JSON.
+
+    Args:
+        args: the parsed ``evaluate`` flags.
+
+    Returns:
+        0 (a user mistake is an ``MtlError``).
+
+    Example:
+        >>> from mtl_keras.cli import main
+        >>> main(["evaluate", "runs/x/model.keras", "--split", "val"])  # doctest: +SKIP
+        0
+    """
+    check_positive(args, "batch_size")
+    check_positive(args, "size", optional=True)
+    # lazy: the metrics import TensorFlow; the parser and the checks above stay free of it.
     from mtl_keras.evaluate.metrics import evaluate_model, format_table
 
-    model = mk.load_model(args.model, safe_mode=not args.unsafe)
-    config = run_config(args.model)
-    data = args.data or config.get("data")
-    if not data:
-        raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
-    options = data_options(data, args.data_dir, config)
-    image_size = model.input_shape[1]
-    ds = mk.data.load(data, split=args.split, image_size=image_size, batch_size=args.batch_size,
-                      tasks=model.tasks, size=args.size, **options)
-    results = evaluate_model(model, ds)
-    print(f"{args.split} split of {data}:")
-    print(format_table(results, model.tasks))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), f"metrics_{args.split}.json")
-    io.write_json(out, {"data": data, "split": args.split, "model": os.path.abspath(args.model), "tasks": results})
+    run_dir = RunDir.of_model(args.model)
+    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe)
+    ds = opened.load_split(args.split, batch_size=args.batch_size, size=args.size)
+    results = evaluate_model(opened.model, ds)
+    print(f"{args.split} split of {opened.data}:")
+    print(format_table(results, opened.model.tasks))
+    out = args.out or run_dir.split_metrics(args.split)
+    files.write_json(out, {"data": opened.data, "split": args.split, "model": os.path.abspath(args.model),
+                           "tasks": results})
     print(f"wrote {out}")
     return 0

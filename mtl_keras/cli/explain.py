@@ -10,12 +10,26 @@ from __future__ import annotations
 import argparse
 import os
 
+# The parser needs the methods and their defaults, so these load with it (TensorFlow included).
+from mtl_keras.cli.arguments import parse_targets
 from mtl_keras.errors import MtlError
+from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, METHODS
+from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
+from mtl_keras.run.entry import check_positive
+from mtl_keras.run.folder import RunDir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, METHODS
+    """The ``explain`` flags.
 
+    Args:
+        p: the subcommand's parser.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> p.parse_args(["m.keras", "--target", "box=area", "--target", "label"]).target
+        ['box=area', 'label']
+    """
     p.add_argument("model", help="path to a .keras file written by mtl-keras train")
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -42,53 +56,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unsafe", action="store_true", help="allow loading models that contain arbitrary code")
 
 
-def parse_targets(values, task_names) -> dict:
-    """``["label", "box=area"]`` -> ``{task: target}``; a bare target applies to every task.
+def run(args) -> int:
+    """Grad-CAM (or ``--method``) per head on ``--n`` images of the run's data; overlays and checks.
+
+    Args:
+        args: the parsed ``explain`` flags.
+
+    Returns:
+        0 (a user mistake is an ``MtlError``).
 
     Example:
-        >>> parse_targets(["label", "box=area"], ["shape", "box"])
-        {'shape': 'label', 'box': 'area'}
+        >>> from mtl_keras.cli import main
+        >>> main(["explain", "runs/x/model.keras", "--n", "4", "--method", "gradcam++"])  # doctest: +SKIP
+        0
     """
-    bare, specific = None, {}
-    for v in values:
-        if "=" in v:
-            name, target = v.split("=", 1)
-            if name not in task_names:
-                raise MtlError(f"--target names task {name!r}; tasks: {', '.join(task_names)}")
-            specific[name] = target
-        else:
-            bare = v
-    return {n: specific.get(n, bare) for n in task_names if n in specific or bare is not None}
-
-
-def run(args) -> int:
-    if args.n < 1:
-        raise MtlError(f"--n must be a positive integer, got {args.n}")
-    if args.batch_size < 1:
-        raise MtlError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.scorecam_channels < 1:
-        raise MtlError(f"--scorecam-channels must be a positive integer, got {args.scorecam_channels}")
-    import mtl_keras as mk
-    from mtl_keras.run.folder import data_options, run_config
-    from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
-
-    model = mk.load_model(args.model, safe_mode=not args.unsafe, compile=False)
-    config = run_config(args.model)
-    data = args.data or config.get("data")
-    if not data:
-        raise MtlError("no --data given and no config.json beside the model says which dataset it was trained on")
-    source_options = data_options(data, args.data_dir, config)
+    check_positive(args, "n", "batch_size", "scorecam_channels")
+    run_dir = RunDir.of_model(args.model)
+    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe, compile=False)
+    model = opened.model
     tasks = model.tasks
     if args.tasks:
         tasks = [model.task(n.strip()) for n in args.tasks.split(",") if n.strip()]
         if not tasks:
             raise MtlError("--tasks names no task")
     targets = parse_targets(args.target, [t.name for t in tasks])
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "gradcam")
-    examples = load_examples(data, args.split, model.input_shape[1], args.n, **source_options)
+    out = args.out or run_dir.gradcam
+    examples = load_examples(opened.data, args.split, opened.image_size, args.n, **opened.data_options)
     options = dict(tasks=[t.name for t in tasks], method=args.method, layer=args.layer, targets=targets,
                    batch_size=args.batch_size, scorecam_channels=args.scorecam_channels)
-    meta = {"model": os.path.abspath(args.model), "data": data, "split": args.split}
+    meta = {"model": os.path.abspath(args.model), "data": opened.data, "split": args.split}
     if args.baseline:
         # Computed first, so cam_checks.json is written once, complete, with the baseline in it.
         base = explain(untrained_copy(model), examples, **options)
@@ -110,6 +106,12 @@ def format_report(report: dict) -> str:
     """A table of the checks per task (degenerate maps counted apart), then the task overlaps.
 
     ``pointing`` is over the usable maps; ``all`` counts a degenerate map as a miss.
+
+    Args:
+        report: ``mtl_keras.explain.report.explain``'s result.
+
+    Returns:
+        The table, one line per task, then one per skipped task and per task pair.
 
     Example:
         >>> rep = {"method": "gradcam", "n_images": 2, "tasks": {"shape": {"layer": "c5l", "n_usable": 1,

@@ -13,11 +13,20 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
+from typing import Any, Callable
 
+import keras
+
+from mtl_keras import data as data_lib
+from mtl_keras import model as model_lib
+from mtl_keras.balancing import BALANCERS
 from mtl_keras.errors import MtlError, unknown
+from mtl_keras.evaluate.metrics import evaluate_model
+from mtl_keras.train import recipe
 
 
 def delta_m(multi: dict, single: dict, higher_is_better: dict) -> float:
@@ -176,25 +185,20 @@ def _signed(value) -> str:
 
 def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_scale, seed) -> dict:
     """One run with ``seed``: build, compile, fit, evaluate; returns primary metrics, history and final weights."""
-    import keras
-
-    from mtl_keras.evaluate.metrics import evaluate_model
-    from mtl_keras.model import build_model
-    from mtl_keras.train.recipe import make_optimizer
-
     # Seeded before the data and the model exist, so every run of one seed starts from the same
     # trunk initialisation and sees the same batches in the same order: runs differ only in tasks
     # and balancer, and the comparison within a seed is paired.
     keras.utils.set_random_seed(seed)
     train = load_train(seed)
-    model = build_model(tasks, trunk=settings["trunk"], image_size=settings["image_size"], weights=None,
-                           zero_init_residual=True)
+    # Looked up on the modules at call time, so a test can put a tiny model or a spy in their place.
+    model = model_lib.build_model(tasks, trunk=settings["trunk"], image_size=settings["image_size"], weights=None,
+                                  zero_init_residual=True)
     names = [t.name for t in tasks]
     # Unknown cardinality (-1/-2) means no schedule to span: the recipe then keeps the peak rate.
     steps = max(int(train.cardinality()), 0) * settings["epochs"]
-    optimizer = make_optimizer(settings["optimizer"], settings["learning_rate"], total_steps=steps,
-                               warmup_steps=int(round(settings["warmup"] * steps)),
-                               weight_decay=settings.get("weight_decay"))
+    optimizer = recipe.make_optimizer(settings["optimizer"], settings["learning_rate"], total_steps=steps,
+                                      warmup_steps=int(round(settings["warmup"] * steps)),
+                                      weight_decay=settings.get("weight_decay"))
     model.compile(
         optimizer=optimizer,
         loss_weights={k: v for k, v in loss_scale.items() if k in names},
@@ -217,6 +221,275 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "weights": model.balancer.current_weights() if model.balancer is not None else None,
     }
+
+
+@dataclasses.dataclass
+class CompareSettings:
+    """What a comparison trains and scores: the same for every run, so runs differ only in tasks and balancer.
+
+    Every run gets the same trunk, data and budget (``epochs`` × ``train_size`` examples) and the
+    project's training recipe (``mtl_keras.train.recipe``: ``optimizer`` at peak ``learning_rate``, linear
+    warm-up over the fraction ``warmup`` of the steps, cosine decay; zero-initialised residuals).
+
+    Args:
+        data: the dataset (``shapes``, ``tfds:NAME``, ``coco:DIR``).
+        tasks: task names (a list or comma-separated), at least two; None: every label of the dataset.
+        balancers: the multi-task balancers, one multi-task run each (a list or comma-separated).
+        trunk: the shared trunk of every run.
+        image_size: input size in pixels.
+        epochs: epochs of every run.
+        batch_size: examples per batch.
+        train_size: training examples per epoch (None: the split's size).
+        eval_size: examples of ``split`` every run is scored on.
+        split: ``val`` or ``test``.
+        learning_rate: the recipe's peak learning rate.
+        loss_scale: task -> factor on its loss in every run (``{"box": 100}``: box loss in other units),
+            a compile-time loss weight the balancers then work on top of.
+        seed: the first seed.
+        jit_compile: compile the train steps with XLA.
+        data_options: source options (``{"data_dir": ...}`` for a ``tfds:`` dataset).
+        seeds: repeat everything for seeds ``seed`` … ``seed + seeds − 1`` (init, training data's
+            shuffle and flips; every run of every seed is scored on the same examples).
+        optimizer: ``adamw``, ``adam`` or ``sgd``.
+        warmup: fraction of the steps spent warming up, in [0, 1).
+        label_smoothing: for every classification task, in [0, 1).
+        weight_decay: the optimizer's weight decay (None: the recipe's default).
+
+    Example:
+        >>> s = CompareSettings(tasks=["shape", "box"], balancers="static, PCGrad", seeds=2).checked()
+        >>> s.balancers, s.seed_list, s.training()["optimizer"]
+        (['static', 'pcgrad'], [0, 1], 'adamw')
+        >>> CompareSettings(balancers="static,static").checked()
+        Traceback (most recent call last):
+        ...
+        mtl_keras.errors.MtlError: a balancer is listed twice: static, static
+    """
+
+    data: str = "shapes"
+    tasks: Any = None
+    balancers: Any = ("static", "uncertainty", "dwa", "gradnorm", "pcgrad")
+    trunk: str = "resnet50"
+    image_size: int = 64
+    epochs: int = 3
+    batch_size: int = 32
+    train_size: int | None = 2048
+    eval_size: int | None = 512
+    split: str = "val"
+    learning_rate: float = 2e-3
+    loss_scale: dict | None = None
+    seed: int = 0
+    jit_compile: bool = False
+    data_options: dict | None = None
+    seeds: int = 1
+    optimizer: str = "adamw"
+    warmup: float = 0.1
+    label_smoothing: float = 0.1
+    weight_decay: float | None = None
+
+    def checked(self) -> CompareSettings:
+        """The settings normalised (balancer and optimizer names, plain dicts) and checked.
+
+        Checked before any data is read: a typo must not cost a training run.
+
+        Returns:
+            A checked copy.
+
+        Raises:
+            MtlError: a bad seed count, optimizer, warm-up, label smoothing or balancer list.
+
+        Example:
+            >>> CompareSettings(seeds=0).checked()
+            Traceback (most recent call last):
+            ...
+            mtl_keras.errors.MtlError: seeds must be a positive integer (the number of seeds), got 0
+        """
+        seeds = self.seeds
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise MtlError(f"seeds must be a positive integer (the number of seeds), got {seeds!r}")
+        optimizer = str(self.optimizer).strip().lower()
+        if optimizer not in recipe.OPTIMIZERS:
+            raise unknown("optimizer", optimizer, recipe.OPTIMIZERS)
+        if not 0 <= self.warmup < 1:
+            raise MtlError(f"warmup is a fraction of the run's steps in [0, 1), got {self.warmup}")
+        if not 0 <= self.label_smoothing < 1:
+            raise MtlError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        balancers = self.balancers.split(",") if isinstance(self.balancers, str) else self.balancers
+        balancers = [b.strip().lower() for b in balancers]
+        if not balancers:
+            raise MtlError("compare needs at least one balancer")
+        for b in balancers:
+            if b not in BALANCERS:
+                raise unknown("balancer", b, BALANCERS)
+        if len(set(balancers)) != len(balancers):
+            raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
+        return dataclasses.replace(self, optimizer=optimizer, balancers=balancers,
+                                   data_options=dict(self.data_options or {}), loss_scale=dict(self.loss_scale or {}))
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every run is repeated for.
+
+        Example:
+            >>> CompareSettings(seed=3, seeds=2).seed_list
+            [3, 4]
+        """
+        return [int(self.seed) + k for k in range(self.seeds)]
+
+    def training(self) -> dict:
+        """What every run trains with (the ``settings`` of one run; also the core of ``budget``).
+
+        Returns:
+            trunk, image_size, epochs, seed, learning_rate, jit_compile, optimizer, warmup, weight_decay.
+
+        Example:
+            >>> CompareSettings(epochs=2).training()["epochs"]
+            2
+        """
+        return {"trunk": self.trunk, "image_size": int(self.image_size), "epochs": int(self.epochs),
+                "seed": int(self.seed), "learning_rate": float(self.learning_rate),
+                "jit_compile": bool(self.jit_compile), "optimizer": self.optimizer, "warmup": float(self.warmup),
+                "weight_decay": self.weight_decay}
+
+    def budget(self) -> dict:
+        """The result's ``budget``: what every run got, for the report.
+
+        Returns:
+            ``training()`` plus seeds, batch and split sizes, label smoothing and zero-init residuals.
+
+        Example:
+            >>> CompareSettings(seeds=3).budget()["seeds"]
+            3
+        """
+        return {**self.training(), "seeds": self.seeds, "batch_size": self.batch_size,
+                "train_size": self.train_size, "eval_size": self.eval_size,
+                "label_smoothing": float(self.label_smoothing), "zero_init_residual": True}
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A checked comparison with its tasks and evaluation data, ready to train."""
+
+    settings: CompareSettings
+    tasks: list
+    evaluation: Any
+    log: Callable
+
+    def load_train(self, seed: int):
+        s = self.settings
+        return data_lib.load(s.data, "train", image_size=s.image_size, batch_size=s.batch_size, tasks=self.tasks,
+                             size=s.train_size, seed=seed, **s.data_options)
+
+    def key(self, kind: str, seed: int) -> str:
+        return kind if self.settings.seeds == 1 else f"{kind}@seed{seed}"
+
+
+def _prepare(settings: CompareSettings, log) -> _Plan:
+    """The tasks (at least two, configured), the loss scale checked against them, the evaluation split."""
+    task_list = data_lib.tasks_for(settings.data, names=settings.tasks, **settings.data_options)
+    if len(task_list) < 2:
+        raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
+    recipe.configure_tasks(task_list, settings.label_smoothing)
+    names = [t.name for t in task_list]
+    for name, value in settings.loss_scale.items():
+        if name not in names:
+            raise MtlError(f"loss scale names {name!r}, not a task here; tasks: {', '.join(names)}")
+        if not (value > 0 and math.isfinite(value)):
+            raise MtlError(f"loss scale of {name!r} must be a positive number, got {value}")
+    # One evaluation split for all seeds, so seeds differ in training only and are scored on the same images.
+    evaluation = data_lib.load(settings.data, settings.split, image_size=settings.image_size,
+                               batch_size=settings.batch_size, tasks=task_list, size=settings.eval_size,
+                               seed=settings.seed, **settings.data_options)
+    return _Plan(settings=settings, tasks=task_list, evaluation=evaluation, log=log)
+
+
+def _new_result(plan: _Plan) -> dict:
+    """The result's skeleton: settings, tasks and their metrics, empty per-seed lists to fill."""
+    s, names, balancers = plan.settings, [t.name for t in plan.tasks], plan.settings.balancers
+    return {
+        "data": s.data, "split": s.split, "tasks": names,
+        "metric": {t.name: t.primary_metric for t in plan.tasks},
+        "higher_is_better": {t.name: bool(t.higher_is_better) for t in plan.tasks},
+        "budget": s.budget(), "seeds": s.seed_list, "loss_scale": s.loss_scale,
+        "single": {}, "multi": {}, "delta_m": {}, "std": {"single": {}, "multi": {}}, "delta_m_stats": {},
+        "per_seed": {"single": {t: [] for t in names}, "multi": {b: {t: [] for t in names} for b in balancers},
+                     "delta_m": {b: [] for b in balancers}},
+        "runs": {},
+    }
+
+
+def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
+    """Every run of one seed: each task alone, then every balancer; appends to ``result``."""
+    s, log, per_seed = plan.settings, plan.log, result["per_seed"]
+    at = f" (seed {seed})" if s.seeds > 1 else ""
+    training = s.training()
+    single = {}
+    for task in plan.tasks:
+        run = _train_and_score([task], "static", plan.load_train, plan.evaluation, training, s.loss_scale, seed)
+        single[task.name] = run["metrics"][task.name]
+        per_seed["single"][task.name].append(single[task.name])
+        result["runs"][plan.key(f"single:{task.name}", seed)] = run
+        log(f"single-task {task.name}{at}: {task.primary_metric} {single[task.name]:.4f} ({run['seconds']} s)")
+    for balancer in s.balancers:
+        run = _train_and_score(plan.tasks, balancer, plan.load_train, plan.evaluation, training, s.loss_scale, seed)
+        for t in per_seed["multi"][balancer]:
+            per_seed["multi"][balancer][t].append(run["metrics"][t])
+        result["runs"][plan.key(f"multi:{balancer}", seed)] = run
+        try:
+            dm = delta_m(run["metrics"], single, result["higher_is_better"])
+        except MtlError as e:  # e.g. a baseline at 0: keep every trained number, say why Δm is missing
+            dm = None
+            log(f"warning{at}: {e}")
+        per_seed["delta_m"][balancer].append(dm)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
+        dm_text = "n/a" if dm is None else f"{dm:+.2f}%"
+        log(f"multi-task {balancer}{at}: {shown}; Δm {dm_text} ({run['seconds']} s)")
+
+
+def _summarize(result: dict, seeds: int, log) -> None:
+    """Means and spreads over seeds into ``result`` (single, multi, std, delta_m, delta_m_stats)."""
+    per_seed = result["per_seed"]
+    for t in result["tasks"]:
+        summary = seed_summary(per_seed["single"][t])
+        result["single"][t], result["std"]["single"][t] = summary["mean"], summary["std"]
+    for b, values in per_seed["multi"].items():
+        summaries = {t: seed_summary(values[t]) for t in result["tasks"]}
+        result["multi"][b] = {t: sm["mean"] for t, sm in summaries.items()}
+        result["std"]["multi"][b] = {t: sm["std"] for t, sm in summaries.items()}
+        result["delta_m_stats"][b] = delta_m_summary(per_seed["delta_m"][b])
+        result["delta_m"][b] = result["delta_m_stats"][b]["mean"]
+    if seeds > 1:
+        for b, st in result["delta_m_stats"].items():
+            if st["mean"] is None:
+                log(f"multi-task {b}: Δm undefined for at least one seed, so no mean over seeds")
+            else:
+                log(f"multi-task {b}: Δm {st['mean']:+.2f} ± {st['se']:.2f}% (mean ± SE over {seeds} seeds)")
+
+
+def run_comparison(settings: CompareSettings, log=print) -> dict:
+    """Train and score every run of ``settings``: prepare -> each seed's runs -> summary over seeds.
+
+    Seeds are outermost, so an interrupted comparison has finished whole seeds, each a complete one.
+
+    Args:
+        settings: what to compare (checked here).
+        log: called with one line per finished run.
+
+    Returns:
+        The result described in ``compare``.
+
+    Example:
+        >>> r = run_comparison(CompareSettings(tasks=["shape", "color"], balancers=["static"],
+        ...                    trunk="mobilenet_v3_small", image_size=32, epochs=1, train_size=64))  # doctest: +SKIP
+        >>> r["seeds"]  # doctest: +SKIP
+        [0]
+    """
+    settings = settings.checked()
+    plan = _prepare(settings, log)
+    result = _new_result(plan)
+    for seed in settings.seed_list:
+        _run_seed(plan, result, seed)
+    _summarize(result, settings.seeds, log)
+    return result
 
 
 def compare(
@@ -244,23 +517,22 @@ def compare(
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
-    Every run gets the same trunk, data and budget (``epochs`` × ``train_size`` examples) and the
-    project's training recipe (``mtl_keras.train.recipe``: ``optimizer`` at peak ``learning_rate``, linear
-    warm-up over the fraction ``warmup`` of the steps, cosine decay; zero-initialised residuals).
-    ``seeds=N`` repeats everything for seeds ``seed`` … ``seed + N − 1``: each seed sets the model
-    initialisation and the training data's shuffle and flips, while every run of every seed is scored
-    on the same ``split`` examples. ``loss_scale`` multiplies a task's loss in every run (``{"box": 100}``:
-    box loss in other units), as a compile-time loss weight, which the balancers then work on top of.
-    ``label_smoothing`` goes to every classification task. ``data_options`` go to the data source
-    (``{"data_dir": ...}`` for a ``tfds:`` dataset).
+    The keyword form of ``run_comparison(CompareSettings(...), log)``.
 
-    The result holds, for every run, the mean over seeds (``single``, ``multi``; the value itself with
-    one seed), ``std`` (sample std, ddof=1; None with one seed) and every per-seed value
-    (``per_seed``, in the order of ``seeds``). Δm is computed per seed, each multi-task run against
-    the single-task runs of the same seed (``per_seed["delta_m"]``); ``delta_m`` is their mean and
-    ``delta_m_stats`` adds std, standard error and ``significant`` (mean > 2 SE; None with one seed).
-    ``runs`` keeps each run's history, keyed ``single:<task>`` / ``multi:<balancer>``, with
-    ``@seed<s>`` appended when there are several seeds.
+    Args:
+        data, tasks, balancers, trunk, image_size, epochs, batch_size, train_size, eval_size, split,
+        learning_rate, loss_scale, seed, jit_compile, data_options, seeds, optimizer, warmup,
+        label_smoothing, weight_decay: the ``CompareSettings`` fields.
+        log: called with one line per finished run.
+
+    Returns:
+        For every run, the mean over seeds (``single``, ``multi``; the value itself with one seed),
+        ``std`` (sample std, ddof=1; None with one seed) and every per-seed value (``per_seed``, in
+        the order of ``seeds``). Δm is computed per seed, each multi-task run against the single-task
+        runs of the same seed (``per_seed["delta_m"]``); ``delta_m`` is their mean and
+        ``delta_m_stats`` adds std, standard error and ``significant`` (mean > 2 SE; None with one
+        seed). ``runs`` keeps each run's history, keyed ``single:<task>`` / ``multi:<balancer>``,
+        with ``@seed<s>`` appended when there are several seeds.
 
     Example:
         >>> r = compare("shapes", ["shape", "color"], ["static"], trunk="mobilenet_v3_small",
@@ -270,110 +542,11 @@ def compare(
         >>> len(r["per_seed"]["delta_m"]["static"]), sorted(r["delta_m_stats"]["static"])  # doctest: +SKIP
         (3, ['mean', 'n', 'se', 'significant', 'std'])
     """
-    from mtl_keras import data as data_lib
-    from mtl_keras.balancing import BALANCERS
-    from mtl_keras.train.recipe import OPTIMIZERS, configure_tasks
-
-    # Checked before any data is read: a typo must not cost a training run.
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise MtlError(f"seeds must be a positive integer (the number of seeds), got {seeds!r}")
-    optimizer = str(optimizer).strip().lower()
-    if optimizer not in OPTIMIZERS:
-        raise unknown("optimizer", optimizer, OPTIMIZERS)
-    if not 0 <= warmup < 1:
-        raise MtlError(f"warmup is a fraction of the run's steps in [0, 1), got {warmup}")
-    if not 0 <= label_smoothing < 1:
-        raise MtlError(f"label smoothing must be in [0, 1), got {label_smoothing}")
-    balancers = [b.strip().lower() for b in (balancers.split(",") if isinstance(balancers, str) else balancers)]
-    if not balancers:
-        raise MtlError("compare needs at least one balancer")
-    for b in balancers:
-        if b not in BALANCERS:
-            raise unknown("balancer", b, BALANCERS)
-    if len(set(balancers)) != len(balancers):
-        raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
-    data_options = dict(data_options or {})
-    task_list = data_lib.tasks_for(data, names=tasks, **data_options)
-    if len(task_list) < 2:
-        raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
-    configure_tasks(task_list, label_smoothing)
-    loss_scale = dict(loss_scale or {})
-    for name, value in loss_scale.items():
-        if name not in [t.name for t in task_list]:
-            raise MtlError(f"loss scale names {name!r}, not a task here; tasks: {', '.join(t.name for t in task_list)}")
-        if not (value > 0 and math.isfinite(value)):
-            raise MtlError(f"loss scale of {name!r} must be a positive number, got {value}")
-    seed_list = [int(seed) + k for k in range(seeds)]
-    settings = {"trunk": trunk, "image_size": int(image_size), "epochs": int(epochs), "seed": int(seed),
-                "learning_rate": float(learning_rate), "jit_compile": bool(jit_compile),
-                "optimizer": optimizer, "warmup": float(warmup), "weight_decay": weight_decay}
-
-    def load_train(s):
-        return data_lib.load(data, "train", image_size=image_size, batch_size=batch_size, tasks=task_list,
-                            size=train_size, seed=s, **data_options)
-
-    # One evaluation split for all seeds, so seeds differ in training only and are scored on the same images.
-    evaluation = data_lib.load(data, split, image_size=image_size, batch_size=batch_size, tasks=task_list,
-                              size=eval_size, seed=seed, **data_options)
-    names = [t.name for t in task_list]
-    result = {
-        "data": data, "split": split, "tasks": names,
-        "metric": {t.name: t.primary_metric for t in task_list},
-        "higher_is_better": {t.name: bool(t.higher_is_better) for t in task_list},
-        "budget": {**settings, "seeds": seeds, "batch_size": batch_size, "train_size": train_size,
-                   "eval_size": eval_size, "label_smoothing": float(label_smoothing), "zero_init_residual": True},
-        "seeds": seed_list, "loss_scale": loss_scale,
-        "single": {}, "multi": {}, "delta_m": {}, "std": {"single": {}, "multi": {}}, "delta_m_stats": {},
-        "per_seed": {"single": {t: [] for t in names}, "multi": {b: {t: [] for t in names} for b in balancers},
-                     "delta_m": {b: [] for b in balancers}},
-        "runs": {},
-    }
-    per_seed = result["per_seed"]
-    up = result["higher_is_better"]
-
-    def key(kind, s):
-        return kind if seeds == 1 else f"{kind}@seed{s}"
-
-    # Seeds outermost: an interrupted comparison has finished whole seeds, each a complete comparison.
-    for s in seed_list:
-        at = f" (seed {s})" if seeds > 1 else ""
-        single = {}
-        for task in task_list:
-            run = _train_and_score([task], "static", load_train, evaluation, settings, loss_scale, s)
-            single[task.name] = run["metrics"][task.name]
-            per_seed["single"][task.name].append(single[task.name])
-            result["runs"][key(f"single:{task.name}", s)] = run
-            log(f"single-task {task.name}{at}: {task.primary_metric} {single[task.name]:.4f} ({run['seconds']} s)")
-        for balancer in balancers:
-            run = _train_and_score(task_list, balancer, load_train, evaluation, settings, loss_scale, s)
-            for t in names:
-                per_seed["multi"][balancer][t].append(run["metrics"][t])
-            result["runs"][key(f"multi:{balancer}", s)] = run
-            try:
-                dm = delta_m(run["metrics"], single, up)
-            except MtlError as e:  # e.g. a baseline at 0: keep every trained number, say why Δm is missing
-                dm = None
-                log(f"warning{at}: {e}")
-            per_seed["delta_m"][balancer].append(dm)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
-            dm_text = "n/a" if dm is None else f"{dm:+.2f}%"
-            log(f"multi-task {balancer}{at}: {shown}; Δm {dm_text} ({run['seconds']} s)")
-
-    for t in names:
-        summary = seed_summary(per_seed["single"][t])
-        result["single"][t], result["std"]["single"][t] = summary["mean"], summary["std"]
-    for b in balancers:
-        means, stds = {}, {}
-        for t in names:
-            summary = seed_summary(per_seed["multi"][b][t])
-            means[t], stds[t] = summary["mean"], summary["std"]
-        result["multi"][b], result["std"]["multi"][b] = means, stds
-        result["delta_m_stats"][b] = delta_m_summary(per_seed["delta_m"][b])
-        result["delta_m"][b] = result["delta_m_stats"][b]["mean"]
-    if seeds > 1:
-        for b, st in result["delta_m_stats"].items():
-            if st["mean"] is None:
-                log(f"multi-task {b}: Δm undefined for at least one seed, so no mean over seeds")
-            else:
-                log(f"multi-task {b}: Δm {st['mean']:+.2f} ± {st['se']:.2f}% (mean ± SE over {seeds} seeds)")
-    return result
+    settings = CompareSettings(
+        data=data, tasks=tasks, balancers=balancers, trunk=trunk, image_size=image_size, epochs=epochs,
+        batch_size=batch_size, train_size=train_size, eval_size=eval_size, split=split,
+        learning_rate=learning_rate, loss_scale=loss_scale, seed=seed, jit_compile=jit_compile,
+        data_options=data_options, seeds=seeds, optimizer=optimizer, warmup=warmup,
+        label_smoothing=label_smoothing, weight_decay=weight_decay,
+    )
+    return run_comparison(settings, log)

@@ -1,10 +1,18 @@
-"""Atomic artifact writing: a file is either the old one or the complete new one, never half-written."""
+"""Atomic artifact writing: a file is either the old one or the complete new one, never half-written.
+
+Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.txt"); write_text(p, "ok"); open(p).read()
+    'ok'
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+
+import numpy as np
 
 from demo import files
 
@@ -98,8 +106,6 @@ def ensure_dir(path) -> str:
 
 def _python(obj):
     """Plain Python values for JSON: numpy scalars and arrays converted, containers walked."""
-    import numpy as np
-
     if isinstance(obj, dict):
         return {k: _python(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
