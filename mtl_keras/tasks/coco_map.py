@@ -75,6 +75,8 @@ class CocoEvaluator:
             return {"map": math.nan, "map50": math.nan}
         if not self.dt:
             return {"map": 0.0, "map50": 0.0}
+        # lazy: pycocotools takes ~0.8 s to import, and only detection evaluation needs it, not every
+        # `import mtl_keras.tasks`.
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
