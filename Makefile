@@ -31,9 +31,11 @@ demo: venv
 # Two pytest workers, each test file in one (so a module's fixtures are built once; the exported run the
 # export and demo tests share is built once under a file lock, tests/export_fixture.py). TEST_WORKERS=0
 # runs the suite in one process. (Not --dist loadgroup: pytest-xdist 3.8 cannot set groups on pytest 9.)
+# --doctest-modules also runs every docstring example of the library, export and demo (a module's
+# examples in one worker, like a test file; __main__.py files are not collected, see conftest.py).
 TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --doctest-modules tests mtl_keras export demo
 
 bench: venv
 	bash bench/all.sh

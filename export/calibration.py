@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from mtl_keras import data as data_lib
 from mtl_keras.errors import MtlError
 
 DEFAULT_COUNT = 300
@@ -30,12 +31,25 @@ def calibration_images(data: str, image_size: int, count: int = DEFAULT_COUNT, s
     uint8 because the int8 model's input is uint8: calibrating on the pixels a camera gives keeps the
     input scale at exactly 1 and zero point 0.
 
-    Example:
-        >>> calibration_images("shapes", image_size=32, count=2, warn=False).max() <= 255
-        True
-    """
-    from mtl_keras import data as data_lib
+    Args:
+        data: a data source name (``shapes``, ``scenes``, ``coco``, ``folder:<path>``, a TFDS name).
+        image_size: the model's input size.
+        count: how many images.
+        split: the split to read them from.
+        warn: warn when ``count`` is below ``RECOMMENDED_MIN``.
+        data_options: more keyword arguments for ``mtl_keras.data.load`` (e.g. a COCO folder).
 
+    Returns:
+        uint8 ``[count, image_size, image_size, 3]`` (fewer when the split is smaller).
+
+    Example (too few images for good int8 ranges: a warning says so):
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     images = calibration_images("shapes", image_size=32, count=2)
+        >>> len(images), str(caught[0].message)[:33]
+        (2, 'int8 calibration on only 2 images')
+    """
     count = int(count)
     if count < 1:
         raise MtlError(f"calibration needs at least 1 image, got {count}")
@@ -61,6 +75,12 @@ def representative_dataset(images: np.ndarray):
 
     The first image gets one black and one white pixel so the uint8 input is calibrated to the full
     0..255 range (scale 1, zero point 0) whatever the data's own extremes are.
+
+    Args:
+        images: uint8 ``[N, S, S, 3]`` (``calibration_images``).
+
+    Returns:
+        A callable that yields ``{"image": float32 [1, S, S, 3]}`` once per image.
 
     Example:
         >>> gen = representative_dataset(np.zeros((2, 8, 8, 3), np.uint8))

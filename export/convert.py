@@ -6,17 +6,21 @@ outputs are the model's dict keys (the task names), and ``tf.lite.TFLiteConverte
 converts it (this is also what ``model.export(format="litert")`` does inside). The SavedModel is
 written once and every mode converts from it.
 
-Example:
-    >>> import mtl_keras as mk
-    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), trunk="mobilenet_v3_small", image_size=32)
+Example (any Keras model with a square RGB ``image`` input and named outputs converts; a tiny one
+here, so the example runs in seconds, where ``mtl_keras.build_model`` gives the real one):
+    >>> import keras
+    >>> image = keras.Input((32, 32, 3), name="image")
+    >>> pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(64, 3, name="conv")(image))
+    >>> m = keras.Model(image, {"color": keras.layers.Dense(3, name="color")(pooled)})
     >>> with SavedModel(m) as sm:
     ...     fp32 = convert(sm, "fp32")
-    >>> fp32[4:8]
+    >>> fp32[4:8]  # the TFLite file identifier
     b'TFL3'
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import tempfile
@@ -24,8 +28,11 @@ import warnings
 
 import keras
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from tensorflow.lite.python import convert as tflite_convert
 
 from demo.quiet import LITE_NOISE, held_stderr
+from mtl_keras.balancing.step import ancestors as graph_ancestors
 from mtl_keras.errors import MtlError
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8_mixed", "int16x8")
@@ -38,12 +45,19 @@ class SavedModel:
 
     Use as a context manager; the folder is removed on exit.
 
+    Args:
+        model: a Keras model with one square RGB input ``(None, S, S, 3)`` and named outputs.
+
+    Raises:
+        MtlError: the input is not a square RGB image.
+
     Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
+        >>> import keras
+        >>> image = keras.Input((32, 32, 3), name="image")
+        >>> m = keras.Model(image, {"count": keras.layers.Dense(1, name="count")(keras.layers.Flatten()(image))})
         >>> with SavedModel(m) as sm:
-        ...     sm.image_size
-        32
+        ...     sm.image_size, sm.task_names
+        (32, ['count'])
     """
 
     def __init__(self, model: keras.Model):
@@ -93,9 +107,24 @@ def convert(saved: SavedModel, mode: str, representative=None, float_heads=(), f
     weights, int16 activations everywhere, float32 input: far finer activation steps where int8 loses
     too much, at a speed cost, since XNNPACK does not run it).
 
-    Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["box"]), trunk="mobilenet_v3_small", image_size=32)
+    Args:
+        saved: the open ``SavedModel`` to convert.
+        mode: one of ``MODES``.
+        representative: the calibration data of the ``int*`` modes (a callable, as above).
+        float_heads: ``int8_mixed``: the tasks whose head layers stay float32.
+        float_layers: ``int8_mixed``: layer names or patterns that stay float32.
+
+    Returns:
+        The ``.tflite`` file's bytes (builtin ops only).
+
+    Raises:
+        MtlError: an unknown mode, missing calibration data, or the converter's failure in one line.
+
+    Example (int8 weights make a model with a 1,728-weight kernel smaller):
+        >>> import keras
+        >>> image = keras.Input((32, 32, 3), name="image")
+        >>> pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(64, 3, name="conv")(image))
+        >>> m = keras.Model(image, {"box": keras.layers.Dense(4, name="box")(pooled)})
         >>> with SavedModel(m) as sm:
         ...     len(convert(sm, "dynamic")) < len(convert(sm, "fp32"))
         True
@@ -142,8 +171,6 @@ def _convert_mixed(saved: SavedModel, converter, float_heads, float_layers=()) -
     quantizer), split so the quantizer can be told which nodes to leave in float; it is the same
     call ``tf.lite.experimental.QuantizationDebugger`` makes for its ``denylisted_nodes`` option.
     """
-    from tensorflow.lite.python import convert as tflite_convert
-
     if not float_heads and not float_layers:
         raise MtlError("mode int8_mixed needs --float-heads (the tasks whose heads stay float) or --float-layers")
     unknown = [h for h in float_heads if h not in saved.task_names]
@@ -176,14 +203,24 @@ def match_layers(model: keras.Model, patterns) -> set[str]:
 
     A pattern that matches nothing is an error: a typo would otherwise quantize what was meant to stay float.
 
-    Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), trunk="resnet50", image_size=32)
-        >>> sorted(match_layers(m, ["conv5_block3_3_*"]))
-        ['conv5_block3_3_bn', 'conv5_block3_3_conv']
-    """
-    import fnmatch
+    Args:
+        model: the Keras model.
+        patterns: layer names or ``fnmatch`` patterns (``conv5_*``).
 
+    Returns:
+        The matching layer names.
+
+    Raises:
+        MtlError: a pattern matches no layer.
+
+    Example (on a ResNet50 trunk, ``conv5_block3_3_*`` names ``conv5_block3_3_conv`` and ``conv5_block3_3_bn``):
+        >>> import keras
+        >>> image = keras.Input((32, 32, 3), name="image")
+        >>> x = keras.layers.BatchNormalization(name="conv5_bn")(keras.layers.Conv2D(8, 3, name="conv5_conv")(image))
+        >>> m = keras.Model(image, {"box": keras.layers.Dense(4, name="box")(keras.layers.Flatten()(x))})
+        >>> sorted(match_layers(m, ["conv5_*"]))
+        ['conv5_bn', 'conv5_conv']
+    """
     names = [layer.name for layer in model.layers]
     chosen = set()
     for pattern in patterns:
@@ -200,30 +237,26 @@ def head_layers(model: keras.Model, tasks) -> set[str]:
 
     A layer shared with any other task (the trunk, a shared FPN) is not a head layer.
 
+    Args:
+        model: a functional model with one output per task.
+        tasks: the task (output) names whose heads are wanted.
+
+    Returns:
+        The layer names.
+
     Example:
         >>> import mtl_keras as mk
         >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), trunk="mobilenet_v3_small", image_size=32)
         >>> sorted(head_layers(m, ["box"]))
-        ['box', 'box_hidden', 'box_logits']
+        ['box', 'box_flatten', 'box_hidden', 'box_logits', 'box_reduce']
     """
-    ancestors = {name: _ancestors(model, name) for name in model.output_names}
+    ancestors = {
+        name: {op.name for op in graph_ancestors(output) if not isinstance(op, keras.layers.InputLayer)}
+        for name, output in zip(model.output_names, model.outputs)
+    }
     chosen = set().union(*(ancestors[t] for t in tasks))
     others = set().union(*(a for t, a in ancestors.items() if t not in tasks)) if len(ancestors) > len(tasks) else set()
     return chosen - others
-
-
-def _ancestors(model: keras.Model, output_name: str) -> set[str]:
-    output = model.outputs[model.output_names.index(output_name)]
-    seen, stack = set(), [output._keras_history.operation]
-    while stack:
-        layer = stack.pop()
-        if layer.name in seen or isinstance(layer, keras.layers.InputLayer):
-            continue
-        seen.add(layer.name)
-        for node in layer._inbound_nodes:
-            for t in node.input_tensors:
-                stack.append(t._keras_history.operation)
-    return seen
 
 
 def _nodes_of_layers(tflite_model: bytes, layers: set[str]) -> list[str]:
@@ -232,8 +265,6 @@ def _nodes_of_layers(tflite_model: bytes, layers: set[str]) -> list[str]:
     Converted tensor names look like ``mtl_1/box_hidden_1/MatMul;mtl_1/box_hidden_1/Relu``: the
     second path part is the layer name with a ``_<n>`` suffix the tracing added.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     names = [t["name"] for t in Interpreter(model_content=tflite_model).get_tensor_details()]
     pattern = re.compile(r"^(?:[^/]+)/(" + "|".join(re.escape(n) for n in sorted(layers)) + r")(?:_\d+)?/")
     return [n for n in names if any(pattern.match(part) for part in n.split(";"))]
@@ -242,15 +273,24 @@ def _nodes_of_layers(tflite_model: bytes, layers: set[str]) -> list[str]:
 def builtin_ops(tflite_model: bytes) -> list[str]:
     """The op names in a converted model; a Flex or custom op makes it unusable on a device.
 
-    Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["count"]), trunk="mobilenet_v3_small", image_size=32)
-        >>> with SavedModel(m) as sm:
-        ...     "CONV_2D" in builtin_ops(convert(sm, "fp32"))
-        True
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    Args:
+        tflite_model: the ``.tflite`` file's bytes.
 
+    Returns:
+        The sorted op names.
+
+    Raises:
+        MtlError: the model needs a Flex or custom op.
+
+    Example:
+        >>> import keras
+        >>> image = keras.Input((32, 32, 3), name="image")
+        >>> pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, name="conv")(image))
+        >>> m = keras.Model(image, {"count": keras.layers.Dense(1, name="count")(pooled)})
+        >>> with SavedModel(m) as sm:
+        ...     builtin_ops(convert(sm, "fp32"))
+        ['CONV_2D', 'FULLY_CONNECTED', 'MEAN']
+    """
     interp = Interpreter(
         model_content=tflite_model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
@@ -266,6 +306,12 @@ def conversion_reason(e) -> str:
 
     The 16x8 quantizer repeats its complaint once per node; the op names are what tell a user which
     trunk to change (MobileNetV3's HARD_SWISH has no 16x8 kernel in TF 2.21).
+
+    Args:
+        e: the converter's exception.
+
+    Returns:
+        One line for the user.
 
     Example:
         >>> print(conversion_reason(ValueError("Quantization to 16x8-bit not yet supported for op: 'HARD_SWISH'.\\n" * 3)))

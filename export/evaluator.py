@@ -17,35 +17,26 @@ from __future__ import annotations
 import numpy as np
 
 from mtl_keras.errors import MtlError
+# The export's images, targets and weights come from the evaluation stage's one loop over a split.
+from mtl_keras.evaluate.metrics import collect
 
-
-def collect(dataset, tasks) -> tuple[np.ndarray, dict, dict]:
-    """Images, targets and weights of a batched ``(image, targets, weights)`` dataset as numpy arrays.
-
-    Example:
-        >>> import mtl_keras as mk
-        >>> tasks = mk.data.tasks_for("shapes", names=["count"])
-        >>> x, y, w = collect(mk.data.load("shapes", "test", image_size=32, batch_size=2, tasks=tasks, size=3), tasks)
-        >>> x.shape, y["count"].shape
-        ((3, 32, 32, 3), (3, 1))
-    """
-    images, targets, weights = [], {t.name: [] for t in tasks}, {t.name: [] for t in tasks}
-    for x, y, w in dataset:
-        images.append(np.asarray(x))
-        for t in tasks:
-            targets[t.name].append(np.asarray(y[t.name]))
-            weights[t.name].append(np.asarray(w[t.name]))
-    if not images:
-        raise MtlError("the evaluation split is empty")
-    return (
-        np.concatenate(images),
-        {k: np.concatenate(v) for k, v in targets.items()},
-        {k: np.concatenate(v) for k, v in weights.items()},
-    )
+__all__ = ["collect", "evaluate_outputs", "primary"]
 
 
 def evaluate_outputs(tasks, targets: dict, outputs: dict, weights: dict) -> dict:
     """``{task: {metric: value}}`` from whole-split numpy ``targets``, model ``outputs`` and ``weights``.
+
+    Args:
+        tasks: the tasks to score.
+        targets: ``{task: array}`` over the split (``collect``).
+        outputs: ``{task: array}``, the model's (Keras or ``.tflite``) outputs on the same images.
+        weights: ``{task: array}``, 0 where a label is missing.
+
+    Returns:
+        ``{task: {metric: value}}``: the task's Keras metrics and its ``dataset_metrics``.
+
+    Raises:
+        MtlError: an output is missing or has the wrong length.
 
     Example:
         >>> import numpy as np, mtl_keras as mk
@@ -74,6 +65,13 @@ def evaluate_outputs(tasks, targets: dict, outputs: dict, weights: dict) -> dict
 
 def primary(task, scores: dict) -> float:
     """The task's primary metric out of its ``scores`` (NaN when missing).
+
+    Args:
+        task: the task (its ``primary_metric`` names the number).
+        scores: ``{metric: value}`` of that task.
+
+    Returns:
+        The number, NaN when ``scores`` lacks it.
 
     Example:
         >>> import mtl_keras as mk

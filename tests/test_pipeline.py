@@ -40,6 +40,60 @@ def test_flip_moves_boxes_with_the_pixels():
     assert flipped_any
 
 
+def _renamed(ex, names):
+    return {**ex, "labels": {names.get(k, k): v for k, v in ex["labels"].items()}}
+
+
+def test_flip_finds_box_detection_and_mask_labels_by_task_type_not_name():
+    # A source whose box, detection and segmentation tasks are called where/things/parts.
+    shapes = {t.name: t for t in mk.data.tasks_for("shapes", names=["box", "objects", "mask"])}
+    names = {"box": "where", "objects": "things", "mask": "parts"}
+    tasks = [mk.tasks.from_config({**shapes[old].get_config(), "name": new}) for old, new in names.items()]
+    ex = _renamed(_example(), names)
+    flip = BoxAwareFlip(seed=1, tasks=tasks)
+    mirrored_any = False
+    for _ in range(6):
+        out = flip(ex)
+        img = np.asarray(out["image"])
+        if np.array_equal(img, np.asarray(ex["image"], np.float32)):
+            np.testing.assert_allclose(out["labels"]["where"], ex["labels"]["where"], atol=1e-6)
+            continue
+        np.testing.assert_array_equal(img, np.asarray(ex["image"], np.float32)[:, ::-1])
+        mirrored_any = True
+        b = np.asarray(ex["labels"]["where"])
+        np.testing.assert_allclose(out["labels"]["where"], [b[0], 1 - b[3], b[2], 1 - b[1]], atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(out["labels"]["parts"]), np.asarray(ex["labels"]["parts"])[:, ::-1])
+        boxes, valid = np.asarray(ex["labels"]["things"]["boxes"]), np.asarray(ex["labels"]["things"]["labels"]) >= 0
+        got = np.asarray(out["labels"]["things"]["boxes"])
+        assert valid.any()
+        np.testing.assert_allclose(got[valid][:, [1, 3]], 1 - boxes[valid][:, [3, 1]], atol=1e-6)
+        assert np.all(got[~valid] == -1)
+    assert mirrored_any
+
+
+def test_training_pipeline_flips_the_targets_of_renamed_tasks_with_the_image():
+    shapes = {t.name: t for t in mk.data.tasks_for("shapes", names=["box", "mask"])}
+    names = {"box": "where", "mask": "parts"}
+    tasks = [mk.tasks.from_config({**shapes[old].get_config(), "name": new}) for old, new in names.items()]
+    ex = _renamed(_example(size=32), names)
+    examples = tf.data.Dataset.from_tensors(ex).repeat(8)
+    ds = mk.data.make_pipeline(examples, tasks, 32, batch_size=1, training=True, seed=3)
+    image = np.asarray(ex["image"], np.float32)
+    b = np.asarray(ex["labels"]["where"])
+    seen = set()
+    for x, y, _ in ds:
+        x = x.numpy()[0]
+        mirrored = not np.array_equal(x, image)
+        if mirrored:
+            np.testing.assert_array_equal(x, image[:, ::-1])
+        seen.add(mirrored)
+        box = [b[0], 1 - b[3], b[2], 1 - b[1]] if mirrored else b
+        np.testing.assert_allclose(y["where"].numpy()[0], box, atol=1e-6)
+        mask = np.asarray(ex["labels"]["parts"])
+        np.testing.assert_array_equal(y["parts"].numpy()[0], mask[:, ::-1] if mirrored else mask)
+    assert seen == {True, False}
+
+
 def test_resize_keeps_relative_boxes_and_nearest_masks():
     ex = _example(size=64)
     small = resize_example(ex, 32)

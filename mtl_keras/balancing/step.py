@@ -25,12 +25,29 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["Step", "shared_layers", "task_losses", "train_step"]
+__all__ = ["Step", "all_reduce", "ancestors", "shared_layers", "task_losses", "train_step"]
 
 
-def _ancestors(tensor) -> set:
-    """The ids of every operation a Keras symbolic tensor depends on."""
-    seen, stack = set(), [tensor]
+def ancestors(tensor) -> list:
+    """The operations (layers) a Keras symbolic tensor is computed from, its own included, each once.
+
+    The one graph walk of the library: ``shared_layers`` here, the CAM taps of ``mtl_keras.explain``
+    and the head layers ``export`` keeps in float all read it.
+
+    Args:
+        tensor: a symbolic tensor of a functional model (``model.outputs[i]``, ``layer.output``).
+
+    Returns:
+        The layers, from the one that produced ``tensor`` back to the inputs (depth first).
+
+    Example:
+        >>> import keras
+        >>> image = keras.Input((8,), name="image")
+        >>> out = keras.layers.Dense(2, name="head")(keras.layers.Dense(4, name="hidden")(image))
+        >>> [op.name for op in ancestors(out)]
+        ['head', 'hidden', 'image']
+    """
+    found, seen, stack = [], set(), [tensor]
     while stack:
         t = stack.pop()
         history = getattr(t, "_keras_history", None)
@@ -40,13 +57,19 @@ def _ancestors(tensor) -> set:
         if id(op) in seen:
             continue
         seen.add(id(op))
-        node = op._inbound_nodes[history.node_index]
-        stack.extend(node.input_tensors)
-    return seen
+        found.append(op)
+        stack.extend(op._inbound_nodes[history.node_index].input_tensors)
+    return found
 
 
 def shared_layers(model) -> list:
     """The layers every task's output depends on (the shared trunk), in the model's layer order.
+
+    Args:
+        model: a functional multi-task model (one output per task).
+
+    Returns:
+        The shared layers, as ``model.layers`` lists them.
 
     Example:
         >>> import mtl_keras as mk
@@ -56,7 +79,7 @@ def shared_layers(model) -> list:
         ('shared_pool', False)
     """
     outputs = model.output if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
-    common = functools.reduce(set.intersection, (_ancestors(t) for t in outputs.values()))
+    common = functools.reduce(set.intersection, ({id(op) for op in ancestors(t)} for t in outputs.values()))
     return [layer for layer in model.layers if id(layer) in common]
 
 
@@ -103,13 +126,23 @@ class Step:
         return grads
 
     def all_reduce(self, values: list) -> list:
-        """Sum each tensor over the replicas (identity on one replica)."""
-        if self.num_replicas == 1:
-            return list(values)
-        return list(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(values)))
+        """Sum each tensor over the replicas (identity on one replica): the module's ``all_reduce``."""
+        return all_reduce(values)
 
 
-def _all_reduce(values):
+def all_reduce(values):
+    """Sum ``values`` (a tensor or a list of tensors) over the replicas in sync; identity on one replica.
+
+    Args:
+        values: a tensor, or a list of tensors, computed in a replica context.
+
+    Returns:
+        The same structure, each tensor summed over the replicas.
+
+    Example:
+        >>> [float(v) for v in all_reduce([tf.constant(2.0), tf.constant(3.0)])]  # one replica
+        [2.0, 3.0]
+    """
     if tf.distribute.get_strategy().num_replicas_in_sync == 1:
         return values
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
@@ -148,7 +181,7 @@ def task_losses(model, y, y_pred, sample_weight=None):
         else:
             counts.append(ops.cast(ops.sum(ops.cast(w, "float32")), "float32"))
     local_counts = ops.stack(counts)
-    global_counts = _all_reduce(local_counts)
+    global_counts = all_reduce(local_counts)
     contributions = []
     for k, name in enumerate(names):
         share = means[k] if replicas == 1 else means[k] * ops.divide_no_nan(local_counts[k], global_counts[k])
@@ -177,12 +210,21 @@ def train_step(model, data):
     ``MultiTaskModel.train_step`` calls it whenever the model was compiled with a balancer other
     than ``static``, or trains on several replicas; ``fit`` then runs it like Keras' own.
 
-    Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)
-        >>> m.compile(optimizer="adam", balancer="pcgrad")
-        >>> ds = mk.data.load("shapes", "train", image_size=32, batch_size=4, size=4, tasks=m.tasks)
-        >>> sorted(k for k in m.fit(ds, epochs=1, verbose=0).history if k.startswith("weight_"))
+    Args:
+        model: a compiled ``MultiTaskModel`` (its ``balancer``, losses and loss weights are read).
+        data: one batch, ``(x, y)`` or ``(x, y, sample_weight)`` with ``y`` and the weights keyed by task.
+
+    Returns:
+        The metric logs of the batch (``loss``, ``<task>_loss``, the compiled metrics, ``weight_<task>``).
+
+    Example (not run by the test suite: tracing a training step takes about a minute on 2 CPU cores;
+    tests/test_balancing_training.py trains with every balancer):
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), "mobilenet_v3_small", 32)  # doctest: +SKIP
+        >>> m.compile(optimizer="adam", balancer="pcgrad")  # doctest: +SKIP
+        >>> ds = mk.data.load("shapes", "train", image_size=32, batch_size=4, size=4, tasks=m.tasks)  # doctest: +SKIP
+        >>> history = m.fit(ds, epochs=1, verbose=0)  # doctest: +SKIP
+        >>> sorted(k for k in history.history if k.startswith("weight_"))  # doctest: +SKIP
         ['weight_box', 'weight_shape']
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -9,70 +9,129 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mtl_keras import tasks as task_lib
 from mtl_keras.errors import MtlError
 
 
-def resize_example(example: dict, image_size: int) -> dict:
-    """Resize the image (bilinear) and any mask (nearest) to ``image_size`` square.
+# The labels of the built-in sources' box, detection and segmentation tasks: what the flip and the
+# resize move when they are not told the tasks.
+DEFAULT_SPATIAL = {"box": ("box",), "detection": ("objects",), "segmentation": ("mask",)}
 
-    Relative boxes need no change. Example:
+
+def spatial_labels(tasks=None) -> dict:
+    """Which labels move with the pixels, by task kind: ``{"box"|"detection"|"segmentation": names}``.
+
+    Args:
+        tasks: the tasks whose labels are read (``BoxTask``, ``DetectionTask`` and ``SegmentationTask``
+            and their subclasses are found by type, whatever their names); ``None``: the built-in
+            sources' ``box``, ``objects`` and ``mask``.
+
+    Returns:
+        A tuple of label names per kind.
+
+    Example:
+        >>> from mtl_keras.tasks import BoxTask, SegmentationTask
+        >>> spatial_labels([BoxTask("where"), SegmentationTask("parts", classes=["bg", "cat"])])
+        {'box': ('where',), 'detection': (), 'segmentation': ('parts',)}
+    """
+    if tasks is None:
+        return dict(DEFAULT_SPATIAL)
+    tasks = list(tasks)
+    kinds = {"box": task_lib.BoxTask, "detection": task_lib.DetectionTask, "segmentation": task_lib.SegmentationTask}
+    return {kind: tuple(t.name for t in tasks if isinstance(t, cls)) for kind, cls in kinds.items()}
+
+
+def resize_example(example: dict, image_size: int, tasks=None) -> dict:
+    """Resize the image (bilinear) and the segmentation masks (nearest) to ``image_size`` square.
+
+    Relative boxes need no change.
+
+    Args:
+        example: ``{"image": [H, W, 3], "labels": {name: label}, ...}``.
+        image_size: the side of the square output.
+        tasks: the tasks whose masks are resized (found by type, ``spatial_labels``); ``None``: ``mask``.
+
+    Returns:
+        The example with the image and masks resized.
+
+    Example:
         >>> import numpy as np
-        >>> ex = resize_example({"image": np.zeros((10, 20, 3), "uint8"), "labels": {}}, 8)
-        >>> tuple(ex["image"].shape)
-        (8, 8, 3)
+        >>> from mtl_keras.tasks import SegmentationTask
+        >>> ex = {"image": np.zeros((10, 20, 3), "uint8"), "labels": {"parts": np.zeros((10, 20), "uint8")}}
+        >>> out = resize_example(ex, 8, tasks=[SegmentationTask("parts", classes=["bg", "cat"])])
+        >>> tuple(out["image"].shape), tuple(out["labels"]["parts"].shape)
+        ((8, 8, 3), (8, 8))
     """
     image = tf.convert_to_tensor(example["image"])
     labels = dict(example["labels"])
     size = [image_size, image_size]
     if image.shape[:2] != tuple(size):
         image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
-        if "mask" in labels:
-            mask = tf.convert_to_tensor(labels["mask"])
-            labels["mask"] = tf.squeeze(tf.image.resize(mask[..., None], size, method="nearest"), -1)
+        for name in spatial_labels(tasks)["segmentation"]:
+            if name in labels:
+                mask = tf.convert_to_tensor(labels[name])
+                labels[name] = tf.squeeze(tf.image.resize(mask[..., None], size, method="nearest"), -1)
     return {**example, "image": image, "labels": labels}
 
 
 class BoxAwareFlip:
-    """Random horizontal flip (p=0.5) of image, main box, object boxes and mask together.
+    """Random horizontal flip (p=0.5) of the image and, with it, its boxes, object boxes and masks.
 
     Uses ``keras.layers.RandomFlip(bounding_box_format="rel_yxyx")`` for all of them in one call, then
-    puts the -1 padding of missing boxes back (the layer would flip it into ``[0, 2, 0, 2]``).
+    puts the -1 padding of missing boxes back (the layer would flip it into ``[0, 2, 0, 2]``). The
+    labels that move are those of the box, detection and segmentation tasks, found by type
+    (``spatial_labels``), so a source may name them as it likes.
+
+    Args:
+        seed: the flip's random seed.
+        tasks: the tasks of the data (``make_pipeline`` passes them); ``None``: the built-in sources'
+            ``box``, ``objects`` and ``mask`` labels.
 
     Example:
         >>> import numpy as np
-        >>> ex = {"image": np.zeros((4, 4, 3), "float32"), "labels": {"box": np.array([0, 0, .5, .25], "float32")}}
-        >>> [round(float(v), 2) for v in BoxAwareFlip(seed=0)(ex)["labels"]["box"]] in ([0, 0, .5, .25], [0, .75, .5, 1])
+        >>> from mtl_keras.tasks import BoxTask
+        >>> ex = {"image": np.zeros((4, 4, 3), "float32"), "labels": {"where": np.array([0, 0, .5, .25], "float32")}}
+        >>> flip = BoxAwareFlip(seed=0, tasks=[BoxTask("where")])
+        >>> [round(float(v), 2) for v in flip(ex)["labels"]["where"]] in ([0, 0, .5, .25], [0, .75, .5, 1])
         True
     """
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, tasks=None):
         self.layer = keras.layers.RandomFlip("horizontal", bounding_box_format="rel_yxyx", seed=seed)
+        self.spatial = spatial_labels(tasks)
 
     def __call__(self, example: dict) -> dict:
         labels = dict(example["labels"])
+        box_names = [n for n in self.spatial["box"] if n in labels]
+        detection_names = [n for n in self.spatial["detection"] if n in labels]
+        mask_names = [n for n in self.spatial["segmentation"] if n in labels]
         inputs = {"images": tf.cast(example["image"], tf.float32)}
-        boxes, box_labels = [], []
-        if "box" in labels:
-            boxes.append(tf.reshape(tf.cast(labels["box"], tf.float32), [1, 4]))
+        boxes, box_labels, counts = [], [], []
+        for name in box_names:
+            boxes.append(tf.reshape(tf.cast(labels[name], tf.float32), [1, 4]))
             box_labels.append(tf.where(tf.reduce_all(boxes[-1] >= 0, axis=-1), 0, -1))
-        if "objects" in labels:
-            boxes.append(tf.cast(labels["objects"]["boxes"], tf.float32))
-            box_labels.append(tf.cast(labels["objects"]["labels"], tf.int32))
+            counts.append(1)
+        for name in detection_names:
+            boxes.append(tf.reshape(tf.cast(labels[name]["boxes"], tf.float32), [-1, 4]))
+            box_labels.append(tf.cast(labels[name]["labels"], tf.int32))
+            counts.append(tf.shape(boxes[-1])[0])
         if boxes:
             inputs["bounding_boxes"] = {"boxes": tf.concat(boxes, 0), "labels": tf.concat(box_labels, 0)}
-        if "mask" in labels:
-            inputs["segmentation_masks"] = tf.cast(labels["mask"], tf.float32)[..., None]
+        if mask_names:
+            # Several masks flip as the channels of one map.
+            masks = [tf.cast(labels[n], tf.float32) for n in mask_names]
+            inputs["segmentation_masks"] = tf.stack(masks, axis=-1)
         flipped = self.layer(inputs, training=True)
         if boxes:
             valid = (inputs["bounding_boxes"]["labels"] >= 0)[:, None]
-            new_boxes = tf.where(valid, flipped["bounding_boxes"]["boxes"], -1.0)
-            if "box" in labels:
-                labels["box"], new_boxes = new_boxes[0], new_boxes[1:]
-            if "objects" in labels:
-                labels["objects"] = {"boxes": new_boxes, "labels": labels["objects"]["labels"]}
-        if "mask" in labels:
-            mask_dtype = tf.convert_to_tensor(labels["mask"]).dtype
-            labels["mask"] = tf.cast(tf.round(flipped["segmentation_masks"][..., 0]), mask_dtype)
+            parts = tf.split(tf.where(valid, flipped["bounding_boxes"]["boxes"], -1.0), counts, axis=0)
+            for name, part in zip(box_names, parts):
+                labels[name] = part[0]
+            for name, part in zip(detection_names, parts[len(box_names):]):
+                labels[name] = {**labels[name], "boxes": part}
+        for i, name in enumerate(mask_names):
+            mask_dtype = tf.convert_to_tensor(labels[name]).dtype
+            labels[name] = tf.cast(tf.round(flipped["segmentation_masks"][..., i]), mask_dtype)
         return {**example, "image": flipped["images"], "labels": labels}
 
 
@@ -128,9 +187,9 @@ def make_pipeline(
     ds = examples
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda ex: resize_example(ex, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda ex: resize_example(ex, image_size, tasks), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment and flip_ok:
-        flip = BoxAwareFlip(seed=seed)
+        flip = BoxAwareFlip(seed=seed, tasks=tasks)
         ds = ds.map(flip, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda ex: encode_targets(ex, tasks, image_size), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)

@@ -24,6 +24,13 @@ def group_by_task(logs: dict, task_names) -> dict:
     Longer task names are matched first, so ``box`` and ``box_small`` do not collide; a one-task
     model's unprefixed metrics belong to its task.
 
+    Args:
+        logs: Keras' logs (``model.evaluate(..., return_dict=True)``).
+        task_names: the model's task names.
+
+    Returns:
+        ``{task: {metric: value}}`` (floats).
+
     Example:
         >>> group_by_task({"loss": 1.0, "box_iou": 0.5, "box_loss": 0.2}, ["box", "shape"])
         {'box': {'iou': 0.5, 'loss': 0.2}, 'shape': {}}
@@ -45,26 +52,47 @@ def group_by_task(logs: dict, task_names) -> dict:
     return grouped
 
 
-def collect_predictions(model, dataset):
-    """Targets, outputs and sample weights over a whole dataset, concatenated per task (numpy).
+def collect(dataset, tasks, model=None) -> tuple:
+    """A batched ``(image, targets[, weights])`` dataset as whole-split numpy arrays, per task.
+
+    The one loop over an evaluation split: ``evaluate_model`` gives it the model (each batch's
+    outputs are kept, not its images), ``export`` the dataset alone (it runs the Keras model and
+    every ``.tflite`` on the same images).
+
+    Args:
+        dataset: batches of ``(image, targets)`` or ``(image, targets, weights)``, keyed by task name.
+        tasks: the tasks (or task names) to collect.
+        model: when given, it is run on each batch and its outputs take the images' place.
+
+    Returns:
+        ``(images, targets, weights)``, or ``(outputs, targets, weights)`` with ``model``: images one
+        array, the others ``{task: array}`` (weights all 1 where the dataset has none).
+
+    Raises:
+        MtlError: the dataset is empty.
 
     Example:
-        >>> t, o, w = collect_predictions(model, ds)  # doctest: +SKIP
+        >>> import mtl_keras as mk
+        >>> tasks = mk.data.tasks_for("shapes", names=["count"])
+        >>> x, y, w = collect(mk.data.load("shapes", "test", image_size=32, batch_size=2, tasks=tasks, size=3), tasks)
+        >>> x.shape, y["count"].shape, w["count"].tolist()
+        ((3, 32, 32, 3), (3, 1), [1.0, 1.0, 1.0])
     """
-    targets, outputs, weights = {}, {}, {}
+    names = [getattr(t, "name", t) for t in tasks]
+    first, targets, weights = [], {n: [] for n in names}, {n: [] for n in names}
     for batch in dataset:
         x, y = batch[0], batch[1]
         sw = batch[2] if len(batch) > 2 else None
-        pred = model(x, training=False)
-        for name in model.output_names:
-            targets.setdefault(name, []).append(np.asarray(y[name]))
-            outputs.setdefault(name, []).append(np.asarray(pred[name]))
-            w = np.ones(len(np.asarray(y[name])), np.float32) if sw is None else np.asarray(sw[name])
-            weights.setdefault(name, []).append(w)
-    if not targets:
+        first.append(np.asarray(x) if model is None else model(x, training=False))
+        for name in names:
+            targets[name].append(np.asarray(y[name]))
+            weights[name].append(np.ones(len(targets[name][-1]), np.float32) if sw is None else np.asarray(sw[name]))
+    if not first:
         raise MtlError("the evaluation dataset is empty")
     cat = lambda d: {k: np.concatenate(v, axis=0) for k, v in d.items()}  # noqa: E731
-    return cat(targets), cat(outputs), cat(weights)
+    if model is None:
+        return np.concatenate(first, axis=0), cat(targets), cat(weights)
+    return cat({n: [np.asarray(p[n]) for p in first] for n in names}), cat(targets), cat(weights)
 
 
 def evaluate_model(model, dataset) -> dict:
@@ -72,6 +100,15 @@ def evaluate_model(model, dataset) -> dict:
 
     Uses the model's compiled metrics (compiling with the task defaults if needed); tasks whose
     type defines ``dataset_metrics(targets, outputs, weights)`` (e.g. COCO mAP) add those numbers.
+
+    Args:
+        model: a ``MultiTaskModel``.
+        dataset: batched ``(image, targets, weights)`` (``mtl_keras.data.load``).
+
+    Returns:
+        ``{task: {metric: value}}``; a task with a non-finite metric also gets ``non_finite``: their names.
+
+    Example: see the module's.
     """
     if not getattr(model, "compiled", False):
         model.compile()
@@ -79,7 +116,7 @@ def evaluate_model(model, dataset) -> dict:
     results = group_by_task(logs, model.task_names)
     extra_tasks = [t for t in model.tasks if hasattr(t, "dataset_metrics")]
     if extra_tasks:
-        targets, outputs, weights = collect_predictions(model, dataset)
+        outputs, targets, weights = collect(dataset, model.output_names, model=model)
         for task in extra_tasks:
             results[task.name].update(task.dataset_metrics(targets[task.name], outputs[task.name], weights[task.name]))
     for name, metrics in results.items():
@@ -91,6 +128,13 @@ def evaluate_model(model, dataset) -> dict:
 
 def format_table(results: dict, tasks) -> str:
     """A plain-text table: one row per task, its primary metric first.
+
+    Args:
+        results: ``{task: {metric: value}}`` (``evaluate_model``).
+        tasks: the tasks, in the table's row order.
+
+    Returns:
+        The table, one line per task under a header.
 
     Example:
         >>> from mtl_keras.tasks import BoxTask

@@ -6,10 +6,10 @@
 - ``checks``: pointing game, energy in the box, task overlap, degenerate maps (numpy);
 - ``report.explain``: maps + checks over a dataset, overlays and ``cam_checks.json``.
 
-Example:
-    >>> import numpy as np, mtl_keras as mk
-    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
-    >>> compute_cams(m, np.zeros((1, 64, 64, 3), "float32"))["shape"].maps.shape
+Example (not run by the test suite: ``mtl_keras.explain.cams``' own examples run ``compute_cams``):
+    >>> import numpy as np, mtl_keras as mk  # doctest: +SKIP
+    >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)  # doctest: +SKIP
+    >>> compute_cams(m, np.zeros((1, 64, 64, 3), "float32"))["shape"].maps.shape  # doctest: +SKIP
     (1, 2, 2)
 """
 

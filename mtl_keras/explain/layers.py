@@ -4,15 +4,23 @@ Works on a loaded model from its graph alone: the ``c5`` tap is what ``shared_po
 ``c3``/``c4`` are the last trunk layers at strides 8/16 that ``c5`` is computed from (the rule
 ``build_trunk`` uses), so it needs no trunk-specific layer names.
 
-Example:
+Example (the functions' own examples build the same ResNet50 model; they are not run by the test
+suite, which runs this one, building it once):
     >>> import mtl_keras as mk
     >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
-    >>> tap_layers(m)["c4"], resolve_layer(m, "box", "auto")
-    ('conv4_block6_out', 'conv4_block6_out')
+    >>> tap_layers(m)
+    {'c2': 'conv2_block3_out', 'c3': 'conv3_block4_out', 'c4': 'conv4_block6_out', 'c5': 'conv5_block3_out'}
+    >>> resolve_layer(m, "box", "auto"), resolve_layer(m, "shape"), resolve_layer(m, "shape", "c4")
+    ('conv4_block6_out', 'conv5_block3_out', 'conv4_block6_out')
+    >>> reads(m, "shape", "conv5_block3_out"), reads(m, "box", "conv5_block3_out")
+    (True, False)
+    >>> is_shared(m, "conv4_block6_out"), is_shared(m, "conv5_block3_out"), tap_of(m, "conv4_block6_out")
+    (True, False, 'c4')
 """
 
 from __future__ import annotations
 
+from mtl_keras.balancing.step import ancestors
 from mtl_keras.errors import MtlError
 from mtl_keras.model.trunks import TAP_STRIDES
 
@@ -21,38 +29,26 @@ AUTO = "auto"
 AUTO_ORDER = ("c5", "c4", "c3")
 
 
-def _ancestors(tensor) -> list:
-    """Names of the layers a symbolic tensor is computed from (itself included), in graph order."""
-    found, seen, stack = [], set(), [tensor]
-    while stack:
-        t = stack.pop()
-        history = getattr(t, "_keras_history", None)
-        if history is None:
-            continue
-        op, node_index = history[0], history[1]
-        if (op.name, node_index) in seen:
-            continue
-        seen.add((op.name, node_index))
-        found.append(op.name)
-        stack.extend(op._inbound_nodes[node_index].input_tensors)
-    return found
+def _layer_names(tensor) -> set:
+    """Names of the layers a symbolic tensor is computed from (itself included)."""
+    return {op.name for op in ancestors(tensor)}
 
 
 def tap_layers(model) -> dict:
-    """``{"c3": name, "c4": name, "c5": name}``: the model's shared trunk taps by layer name.
+    """``{"c2": name, ..., "c5": name}``: the model's shared trunk taps by layer name.
 
     Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
-        >>> tap_layers(m)
-        {'c3': 'conv3_block4_out', 'c4': 'conv4_block6_out', 'c5': 'conv5_block3_out'}
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)  # doctest: +SKIP
+        >>> tap_layers(m)  # doctest: +SKIP
+        {'c2': 'conv2_block3_out', 'c3': 'conv3_block4_out', 'c4': 'conv4_block6_out', 'c5': 'conv5_block3_out'}
     """
     try:
         c5 = model.get_layer("shared_pool").input
     except ValueError:
         raise MtlError("this model has no 'shared_pool' layer: not a multi-task model built by mtl_keras") from None
     size = model.input_shape[1]
-    trunk = set(_ancestors(c5))
+    trunk = _layer_names(c5)
     taps = {}
     for layer in model.layers:  # topological order: the last match at a stride is the tap
         if layer.name not in trunk:
@@ -71,12 +67,12 @@ def reads(model, task: str, layer: str) -> bool:
     """Whether task ``task``'s output is computed from layer ``layer`` (no gradient can flow otherwise).
 
     Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
-        >>> reads(m, "shape", "conv5_block3_out"), reads(m, "box", "conv5_block3_out")
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)  # doctest: +SKIP
+        >>> reads(m, "shape", "conv5_block3_out"), reads(m, "box", "conv5_block3_out")  # doctest: +SKIP
         (True, False)
     """
-    return layer in set(_ancestors(model.get_layer(task).output))
+    return layer in _layer_names(model.get_layer(task).output)
 
 
 def resolve_layer(model, task: str, layer: str = AUTO) -> str:
@@ -87,9 +83,9 @@ def resolve_layer(model, task: str, layer: str = AUTO) -> str:
     without a spatial map, is an error naming the problem.
 
     Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)
-        >>> resolve_layer(m, "shape"), resolve_layer(m, "shape", "c4")
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)  # doctest: +SKIP
+        >>> resolve_layer(m, "shape"), resolve_layer(m, "shape", "c4")  # doctest: +SKIP
         ('conv5_block3_out', 'conv4_block6_out')
     """
     taps = tap_layers(model)
@@ -131,8 +127,8 @@ def tap_of(model, layer: str) -> str | None:
     """The tap name (``c3``/``c4``/``c5``) of a layer, or ``None`` for other layers.
 
     Example:
-        >>> import mtl_keras as mk
-        >>> tap_of(mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64), "conv4_block6_out")
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> tap_of(mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64), "conv4_block6_out")  # doctest: +SKIP
         'c4'
     """
     for tap, name in tap_layers(model).items():
@@ -145,9 +141,9 @@ def is_shared(model, layer: str) -> bool:
     """Whether ``layer`` feeds more than one head (the point of explaining *shared* features).
 
     Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)
-        >>> is_shared(m, "conv4_block6_out"), is_shared(m, "conv5_block3_out")
+        >>> import mtl_keras as mk  # doctest: +SKIP
+        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)  # doctest: +SKIP
+        >>> is_shared(m, "conv4_block6_out"), is_shared(m, "conv5_block3_out")  # doctest: +SKIP
         (True, False)
     """
     return sum(reads(model, n, layer) for n in model.output_names) > 1

@@ -64,7 +64,7 @@ def build_model(
         >>> import mtl_keras as mk
         >>> ts = mk.data.tasks_for("shapes", names=["shape", "count"])
         >>> m = build_model(ts, image_size=64)
-        >>> {k: tuple(v.shape) for k, v in m.output.items()}
+        >>> {k: tuple(v.shape) for k, v in sorted(m.output.items())}
         {'count': (None, 1), 'shape': (None, 6)}
     """
     tasks = task_lib.check_unique(tasks)

@@ -1,6 +1,6 @@
 """Trunk registry: shared feature extractors from ``keras.applications``, built flat into the model.
 
-Each trunk exposes feature taps at strides 8, 16 and 32 (``c3``, ``c4``, ``c5``) for dense heads,
+Each trunk exposes feature taps at strides 4, 8, 16 and 32 (``c2`` to ``c5``) for dense heads,
 and its own input preprocessing as a layer, so the model takes RGB pixels in [0, 255].
 
 Example:
@@ -93,7 +93,7 @@ def zero_residual_gammas(layers, pattern: str) -> int:
 
 
 def build_trunk(name: str, image, weights=None, bn_momentum: float | None = 0.9, zero_init_residual: bool = False) -> dict:
-    """Build trunk ``name`` flat on the ``image`` input tensor; return its taps ``c3``/``c4``/``c5``.
+    """Build trunk ``name`` flat on the ``image`` input tensor; return its taps ``c2`` to ``c5``.
 
     ``weights``: ``None`` (random), ``"imagenet"`` (downloads once, at the user's request) or a path
     to a ``.weights.h5`` file saved from the same trunk. ``bn_momentum`` replaces Keras' 0.99 default:
@@ -102,11 +102,24 @@ def build_trunk(name: str, image, weights=None, bn_momentum: float | None = 0.9,
     no-op for trunks without such blocks and for pretrained weights), so every block begins as the
     identity: the from-scratch network starts shallow and learns faster (Goyal et al. 2017).
 
+    Args:
+        name: a registered trunk (``TRUNKS``).
+        image: the symbolic ``(None, S, S, 3)`` input, ``S`` a multiple of 32.
+        weights: ``None``, ``"imagenet"`` or a ``.weights.h5`` path.
+        bn_momentum: the BatchNorm momentum (``None`` keeps Keras' default).
+        zero_init_residual: zero the scale closing each residual branch (from scratch only).
+
+    Returns:
+        ``{"c2": tensor, "c3": ..., "c4": ..., "c5": ...}``, the feature maps at strides 4 to 32.
+
+    Raises:
+        MtlError: an unknown trunk, a bad image size or a weights file that does not fit.
+
     Example:
         >>> import keras
         >>> taps = build_trunk("mobilenet_v3_small", keras.Input((64, 64, 3)), weights=None)
-        >>> sorted(taps)
-        ['c3', 'c4', 'c5']
+        >>> {k: tuple(v.shape[1:3]) for k, v in sorted(taps.items())}
+        {'c2': (16, 16), 'c3': (8, 8), 'c4': (4, 4), 'c5': (2, 2)}
     """
     spec = trunk_spec(name)
     size = image.shape[1]
