@@ -205,7 +205,7 @@ def test_short_fit_lowers_dense_losses_and_save_load_is_exact(dense_model, dense
 
     path = tmp_path_factory.mktemp("dense") / "dense.keras"
     dense_model.save(path)
-    loaded = mk.saving.load_model(path, safe_mode=True)
+    loaded = mk.load_model(path, safe_mode=True)
     x = next(iter(val))[0]
     before, after = dense_model.predict(x, verbose=0), loaded.predict(x, verbose=0)
     for name in DENSE_NAMES:
