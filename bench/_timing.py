@@ -23,7 +23,6 @@ import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 
@@ -128,21 +127,6 @@ def gpu_peak_mb(reset: bool = False, device: str = "GPU:0") -> float:
     if reset:
         tf.config.experimental.reset_memory_stats(device)
     return peak
-
-
-def run_probe(spec: dict, timeout: float = 900) -> dict:
-    """Run this script again in a fresh process with ``--_probe '<json spec>'``; return the JSON it prints last.
-
-    A fresh process is the only honest way to read one configuration's peak memory on CPU (the
-    allocator keeps freed pages, so a second model in the same process would look cheaper).
-    """
-    cmd = [sys.executable, sys.argv[0], PROBE_FLAG, json.dumps(spec)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"probe {spec} failed (exit {done.returncode}): {' / '.join(tail)}")
-    return json.loads(lines[-1])
 
 
 def probe_spec() -> dict | None:

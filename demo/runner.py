@@ -42,7 +42,7 @@ class LiteModel:
     """
 
     def __init__(self, path, threads: int = 2, xnnpack: bool = True):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # lazy: loaded with a model (demo.benchmark's baseline)
 
         path = os.fspath(path)
         if not os.path.isfile(path):

@@ -22,6 +22,7 @@ import re
 import warnings
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 from demo.quiet import LITE_NOISE, held_stderr
 from mtl_keras.errors import MtlError
@@ -167,8 +168,6 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def _interpreter(model):
-    from ai_edge_litert.interpreter import Interpreter
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*preserve_all_tensors.*")  # debugging is the point here
         kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}

@@ -1,5 +1,7 @@
 """The one exception type users see: a clear, one-line message naming the problem."""
 
+import re
+
 # Brackets around a label check's message inside a TensorFlow error (see mtl_keras.tasks.checks).
 LABEL_MARKER = "mtl_keras bad label: "
 LABEL_END = " :end"
@@ -47,8 +49,6 @@ def from_tf_error(error: BaseException, find_bad_images=None) -> MtlError | None
         >>> str(from_tf_error(InvalidArgumentError("assertion failed: [mtl_keras bad label: task 'x': label 7 is not 0..5 :end]")))
         "task 'x': label 7 is not 0..5"
     """
-    import re
-
     text = str(error)
     found = re.search(re.escape(LABEL_MARKER) + "(.*?)" + re.escape(LABEL_END), text, re.S)
     if found:

@@ -74,12 +74,12 @@ def start_tensorflow(verbose: bool = False):
         # Read by every later held_stderr block (conversion, LiteRT) and by child processes.
         os.environ[VERBOSE_ENV] = "1"
     if _started or "tensorflow" in sys.modules or verbose:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: this module exists to start TensorFlow quietly, on demand
 
         _started = True
         return tf
     with held_stderr(STARTUP_NOISE):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: its start-up noise is held back here
 
         # The CUDA platform (and its cuInit error on a machine without a GPU) loads on first use.
         tf.config.list_physical_devices()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from keras import ops
 
 from mtl_keras.balancing.base import Balancer, register_balancer
+from mtl_keras.balancing.step import shared_layers
+from mtl_keras.errors import MtlError
 
 
 def gradnorm_targets(weighted_norms, loss_ratios, alpha: float = 1.5, present=None):
@@ -35,8 +37,6 @@ def last_shared_kernel(model):
         >>> last_shared_kernel(m).path  # both heads read the pooled c5: the trunk's last conv
         'conv_1/kernel'
     """
-    from mtl_keras.balancing.step import shared_layers
-
     for layer in reversed(shared_layers(model)):
         kernel = getattr(layer, "kernel", None)
         if kernel is not None and getattr(kernel, "trainable", False) and layer.trainable:
@@ -78,16 +78,12 @@ class GradNorm(Balancer):
 
     def _kernel(self, model):
         if self.layer:
-            from mtl_keras.errors import MtlError
-
             try:
                 return model.get_layer(self.layer).kernel
             except (ValueError, AttributeError):
                 raise MtlError(f"gradnorm: model has no layer {self.layer!r} with a kernel") from None
         kernel = last_shared_kernel(model)
         if kernel is None:
-            from mtl_keras.errors import MtlError
-
             raise MtlError("gradnorm: the tasks share no layer with a kernel to measure gradient norms on")
         return kernel
 

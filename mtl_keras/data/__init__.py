@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import inspect
 
+from mtl_keras.data.coco import CocoJsonSource
 from mtl_keras.data.pipeline import make_pipeline
 from mtl_keras.data.scenes import ScenesSource
 from mtl_keras.data.sharding import sharded_examples
-from mtl_keras.errors import MtlError, unknown
+from mtl_keras.data.tfds import TfdsSource
+from mtl_keras.errors import MtlError, from_tf_error, unknown
 
 # name -> factory(**options) returning a source with .tasks(), .examples(split, image_size, size), .flip_ok
 SOURCES: dict = {}
@@ -155,8 +157,6 @@ def data_error(error: BaseException, name=None) -> MtlError | None:
         >>> data_error(RuntimeError("a bug"), "shapes") is None
         True
     """
-    from mtl_keras.errors import from_tf_error
-
     def find_bad_images():
         try:
             return list(getattr(get_source(name), "unreadable_images", lambda: [])())
@@ -167,14 +167,10 @@ def data_error(error: BaseException, name=None) -> MtlError | None:
 
 
 def _tfds_source(name, **options):
-    from mtl_keras.data.tfds import TfdsSource
-
     return TfdsSource(name, **options)
 
 
 def _coco_source(path, **options):
-    from mtl_keras.data.coco import CocoJsonSource
-
     return CocoJsonSource(path, **options)
 
 

@@ -129,7 +129,7 @@ class CocoJsonSource:
     """
 
     def __init__(self, path: str, max_objects: int | None = None, flip: bool = True):
-        from pycocotools.coco import COCO
+        from pycocotools.coco import COCO  # lazy: only a COCO source needs it
 
         path = os.path.expanduser(os.fspath(path))
         if not path:

@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from demo import scenes as renderer
+from mtl_keras.data.sharding import shard_indices
 from mtl_keras.errors import MtlError
-from mtl_keras.tasks import BoxTask, ClassificationTask, MultilabelTask, RegressionTask
+from mtl_keras.tasks import TASK_TYPES, BoxTask, ClassificationTask, MultilabelTask, RegressionTask
 
 DEFAULT_SIZES = {"train": 4000, "val": 500, "test": 1000}
 
@@ -27,7 +28,7 @@ def digit_sprites() -> tuple[np.ndarray, np.ndarray]:
         >>> images.shape[1:], int(labels.max())
         ((8, 8), 9)
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn takes seconds to import; only digits needs it
 
     digits = load_digits()
     return digits.images.astype(np.float32), digits.target.astype(np.int32)
@@ -64,8 +65,6 @@ class ScenesSource:
             "box": BoxTask("box"),
             "count": RegressionTask("count"),
         }
-        from mtl_keras.tasks import TASK_TYPES
-
         # Dense tasks join once their types are registered (detection, segmentation).
         if "detection" in TASK_TYPES:
             tasks["objects"] = TASK_TYPES["detection"]("objects", classes=classes, max_objects=self.max_objects)
@@ -117,8 +116,6 @@ class ScenesSource:
                 "objects": {"boxes": oboxes, "labels": olabels}, "mask": mask,
             }
             return {"image": image, "labels": labels}
-
-        from mtl_keras.data.sharding import shard_indices
 
         indices = shard_indices(n, shard)
         return (

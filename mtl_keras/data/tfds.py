@@ -33,6 +33,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.data.sharding import check_shard
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.tasks import BoxTask, ClassificationTask, DetectionTask, MultilabelTask, SegmentationTask
 
@@ -117,7 +118,7 @@ class TfdsSource:
         self.flip_ok = True  # mirrored pets, cars and people are still pets, cars and people
 
     def _builder(self):
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # lazy: seconds to import; only a tfds source needs it
 
         return tfds.builder(self.tfds_name, data_dir=self.data_dir)
 
@@ -179,9 +180,7 @@ class TfdsSource:
         ``shard=(count, index)``: this worker's even part of the split (tfds' ``even_splits``, equal
         sizes), read alone; ``size`` then caps the part at ``size // count``.
         """
-        import tensorflow_datasets as tfds
-
-        from mtl_keras.data.sharding import check_shard
+        import tensorflow_datasets as tfds  # lazy: seconds to import; only a tfds source needs it
 
         tfds_split = self.tfds_split(split)
         shard = check_shard(shard)

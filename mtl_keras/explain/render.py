@@ -24,7 +24,7 @@ ALPHA = 0.5
 
 
 def _jet(values) -> np.ndarray:
-    import matplotlib
+    import matplotlib  # lazy: seconds to import, needed only for the colour map
 
     return (matplotlib.colormaps["jet"](values)[..., :3] * 255).astype(np.uint8)
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 
+import keras
 import numpy as np
 
+from mtl_keras import data as data_lib
+from mtl_keras.data.pipeline import resize_example
 from mtl_keras.run import files as io
 from mtl_keras.errors import MtlError
 from mtl_keras.explain import checks, render
@@ -31,9 +34,6 @@ def load_examples(data: str, split: str, image_size: int, n: int, **source_optio
         >>> ex["image"].shape, ex["labels"]["box"].shape
         ((32, 32, 3), (4,))
     """
-    from mtl_keras import data as data_lib
-    from mtl_keras.data.pipeline import resize_example
-
     if int(n) < 1:
         raise MtlError(f"number of images must be at least 1, got {n}")
     source = data_lib.get_source(data, **source_options)
@@ -172,8 +172,6 @@ def untrained_copy(model, seed: int = 0):
         >>> c = untrained_copy(m); c.output_names == m.output_names and c is not m
         True
     """
-    import keras
-
     keras.utils.set_random_seed(int(seed))
     return type(model).from_config(model.get_config())
 

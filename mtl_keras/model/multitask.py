@@ -215,7 +215,7 @@ class MultiTaskModel(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from keras.src.models.functional import functional_from_config
+        from keras.src.models.functional import functional_from_config  # lazy: Keras' private module, only on load
 
         config = dict(config)
         tasks = [task_lib.from_config(c) for c in config.pop("tasks", [])]

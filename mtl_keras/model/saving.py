@@ -7,7 +7,13 @@ import zipfile
 
 import keras
 
+from mtl_keras import balancing, layers, tasks
 from mtl_keras.errors import MtlError
+from mtl_keras.model.multitask import MultiTaskModel
+
+# Importing these registers every mtl_keras layer, loss, metric and balancer with Keras, which must know
+# them before a file is read (the package itself loads lazily).
+_REGISTERS = (balancing, layers, tasks)
 
 
 def load_model(path, safe_mode: bool = True, compile: bool = True):
@@ -22,11 +28,6 @@ def load_model(path, safe_mode: bool = True, compile: bool = True):
         ...
         mtl_keras.errors.MtlError: model file not found: missing.keras
     """
-    # Registers every mtl_keras layer, loss, metric and balancer with Keras before the file is read
-    # (the package itself loads lazily).
-    from mtl_keras import balancing, layers, tasks  # noqa: F401
-    from mtl_keras.model import MultiTaskModel
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MtlError(f"model file not found: {path}")

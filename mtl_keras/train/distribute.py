@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -106,9 +108,6 @@ def wait_for_workers(config: dict, timeout: float = 300.0, poll: float = 0.5) ->
     Example:
         >>> wait_for_workers({"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}})
     """
-    import socket
-    import time
-
     tasks = _tasks(config)
     me = (config["task"]["type"], config["task"]["index"])
     others = [addr for job, i, addr in tasks if (job, i) != me]

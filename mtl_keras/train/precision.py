@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtl_keras.errors import MtlError
@@ -159,8 +160,6 @@ def measure_cpu_bfloat16_speedup(batch_size: int = 32, image_size: int = 16, cha
         >>> r > 0
         True
     """
-    import numpy as np
-
     start = time.perf_counter()
     deadline = start + budget_s
     data = np.random.default_rng(0).standard_normal((batch_size, image_size, image_size, channels)).astype("float32")

@@ -35,7 +35,7 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int = 0,
         >>> [round(float(s(k)), 3) for k in (0, 5, 10, 110)]
         [0.0, 0.5, 1.0, 0.01]
     """
-    import keras
+    import keras  # lazy: the CLI reads this module's defaults for --help without TensorFlow
 
     if schedule not in SCHEDULES:
         raise unknown("learning-rate schedule", schedule, SCHEDULES)
@@ -81,7 +81,7 @@ def make_optimizer(
         >>> type(make_optimizer("sgd", 0.1, total_steps=10)).__name__
         'SGD'
     """
-    import keras
+    import keras  # lazy: the CLI reads this module's defaults for --help without TensorFlow
 
     name = str(name).strip().lower()
     if name not in OPTIMIZERS:
