@@ -69,7 +69,7 @@ def train_curve(names, args):
     from mtl_keras.train.recipe import configure_tasks, make_optimizer
 
     keras.utils.set_random_seed(args.seed)
-    from mtl_keras.cli.train import parse_depends_on
+    from mtl_keras.cli.arguments import parse_depends_on
 
     tasks = mk.data.tasks_for(args.data, names=names)
     # The single-task model has no other head to depend on.

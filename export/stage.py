@@ -199,22 +199,10 @@ class _Export:
 
 
 def export_model(
-    model_path,
-    modes=DEFAULT_MODES,
-    data: str | None = None,
-    out: str | None = None,
-    float_heads=(),
-    float_layers=(),
-    data_dir=None,
-    calibration_size: int = calibration.DEFAULT_COUNT,
-    eval_size: int | None = None,
-    split: str = "test",
-    floors=(),
-    threads: int = 2,
-    timing_runs: int = 50,
-    force: bool = False,
-    safe_mode: bool = True,
-    log=print,
+    model_path, modes=DEFAULT_MODES, data: str | None = None, out: str | None = None, float_heads=(),
+    float_layers=(), data_dir=None, calibration_size: int = calibration.DEFAULT_COUNT, eval_size: int | None = None,
+    split: str = "test", floors=(), threads: int = 2, timing_runs: int = 50, force: bool = False,
+    safe_mode: bool = True, log=print,
 ) -> dict:
     """Export ``model_path`` in each of ``modes`` and return the report (also written as JSON/Markdown).
 

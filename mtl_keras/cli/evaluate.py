@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+# TensorFlow-free at import (it loads TensorFlow only to score), so the parser stays light.
+from mtl_keras.evaluate.metrics import evaluate_model, format_table
 from mtl_keras.run import files
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import RunDir
@@ -53,9 +55,6 @@ def run(args) -> int:
     """
     check_positive(args, "batch_size")
     check_positive(args, "size", optional=True)
-    # lazy: the metrics import TensorFlow; the parser and the checks above stay free of it.
-    from mtl_keras.evaluate.metrics import evaluate_model, format_table
-
     run_dir = RunDir.of_model(args.model)
     opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe)
     ds = opened.load_split(args.split, batch_size=args.batch_size, size=args.size)

@@ -493,27 +493,12 @@ def run_comparison(settings: CompareSettings, log=print) -> dict:
 
 
 def compare(
-    data: str = "shapes",
-    tasks=None,
-    balancers=("static", "uncertainty", "dwa", "gradnorm", "pcgrad"),
-    trunk: str = "resnet50",
-    image_size: int = 64,
-    epochs: int = 3,
-    batch_size: int = 32,
-    train_size: int | None = 2048,
-    eval_size: int | None = 512,
-    split: str = "val",
-    learning_rate: float = 2e-3,
-    loss_scale: dict | None = None,
-    seed: int = 0,
-    jit_compile: bool = False,
-    log=print,
-    data_options: dict | None = None,
-    seeds: int = 1,
-    optimizer: str = "adamw",
-    warmup: float = 0.1,
-    label_smoothing: float = 0.1,
-    weight_decay: float | None = None,
+    data: str = "shapes", tasks=None, balancers=("static", "uncertainty", "dwa", "gradnorm", "pcgrad"),
+    trunk: str = "resnet50", image_size: int = 64, epochs: int = 3, batch_size: int = 32,
+    train_size: int | None = 2048, eval_size: int | None = 512, split: str = "val", learning_rate: float = 2e-3,
+    loss_scale: dict | None = None, seed: int = 0, jit_compile: bool = False, log=print,
+    data_options: dict | None = None, seeds: int = 1, optimizer: str = "adamw", warmup: float = 0.1,
+    label_smoothing: float = 0.1, weight_decay: float | None = None,
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
