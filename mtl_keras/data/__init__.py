@@ -126,6 +126,21 @@ def load(
     splits are shuffled and (where the labels allow it) randomly flipped. ``shard=(count, index)``
     keeps one worker's part of the split (``mtl_keras.data.sharding``).
 
+    Args:
+        name: a registered dataset (``shapes``, ``digits``, ``tfds:NAME``, ``coco:DIR``).
+        split: ``train`` | ``val`` | ``test``, or a list of them.
+        image_size: side of the square images, in pixels (at least 16).
+        batch_size: examples per batch.
+        tasks: the tasks to encode targets for (default: all the dataset has).
+        augment: random flips on the training split, where the source allows them.
+        size: at most this many examples (default: the whole split).
+        seed: shuffling and augmentation seed.
+        shard: ``(count, index)``: keep one worker's part.
+        **source_options: options of the source (``data_dir``, ``download``, ...).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(image, targets, sample_weights)`` batches, or a list of them.
+
     Example:
         >>> ds = load("shapes", split="test", image_size=32, batch_size=2, size=2)
         >>> sorted(next(iter(ds))[1])

@@ -166,6 +166,20 @@ def make_pipeline(
 ) -> tf.data.Dataset:
     """Batched, prefetched ``(image, targets, weights)`` for ``model.fit`` / ``evaluate``.
 
+    Args:
+        examples: a dataset of ``{"image": ..., "labels": {task: raw label}}`` from a source.
+        tasks: the tasks whose targets (and presence weights) to encode.
+        image_size: side of the square model input.
+        batch_size: examples per batch.
+        training: shuffle and repeat-free random flips (the train split).
+        augment: allow the random flips when ``training``.
+        flip_ok: whether the source's labels survive a horizontal flip.
+        shuffle_buffer: examples in the shuffle buffer.
+        seed: shuffle and flip seed.
+
+    Returns:
+        A batched, prefetched ``tf.data.Dataset``.
+
     Example:
         >>> from mtl_keras.data.scenes import ScenesSource
         >>> src = ScenesSource("shapes")

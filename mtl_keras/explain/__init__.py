@@ -1,7 +1,7 @@
 """Grad-CAM checks on the shared features, per task head (tf-keras-vis).
 
 - ``cams.compute_cams``: raw maps per head for a batch (Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM);
-- ``scores``: the score function per task type (``register_score`` for new types);
+- ``scores``: asks each task type for its score (``Task.gradcam_score``; ``register_score`` overrides one);
 - ``layers``: which shared layer (``auto``, ``c3``/``c4``/``c5`` or a layer name);
 - ``checks``: pointing game, energy in the box, task overlap, degenerate maps (numpy);
 - ``report.explain``: maps + checks over a dataset, overlays and ``cam_checks.json``.

@@ -188,7 +188,7 @@ def _explainable(model, tasks, layer):
     keep, skipped = [], {}
     for t in tasks:
         if t.kind not in SCORES:
-            skipped[t.name] = f"no score rule for task type {t.kind!r} (mtl_keras.explain.scores.register_score)"
+            skipped[t.name] = f"no score rule for task type {t.kind!r} (a task type gives one with Task.gradcam_score)"
             continue
         try:
             layer_lib.resolve_layer(model, t.name, layer_lib.option_for(layer, t.name))

@@ -60,6 +60,20 @@ def build_model(
     (``mtl_keras.model.trunks.zero_residual_gammas``). ``pool_pyramid`` (default: when a task is dense)
     feeds the global heads the average of the shared feature pyramid beside that of ``c5``.
 
+    Args:
+        tasks: ``Task`` objects with unique names (e.g. from ``mtl_keras.data.tasks_for``).
+        trunk: a registered trunk (``resnet50``, ``mobilenet_v3_small``, ``mobilenet_v3_large``).
+        image_size: side of the square input, in pixels.
+        weights: ``None`` (from scratch), ``"imagenet"`` (downloads) or a trunk ``.weights.h5`` path.
+        bn_momentum: BatchNorm momentum of the trunk (``None``: Keras' default).
+        branch_point: ``"c3"`` / ``"c4"`` to stop sharing the trunk after that tap, or ``None``.
+        name: the model's name.
+        zero_init_residual: start each from-scratch residual block as the identity.
+        pool_pyramid: global heads also read the pooled FPN (default: when a task is dense).
+
+    Returns:
+        A ``MultiTaskModel`` whose outputs are named after the tasks.
+
     Example:
         >>> import mtl_keras as mk
         >>> ts = mk.data.tasks_for("shapes", names=["shape", "count"])

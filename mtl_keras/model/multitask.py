@@ -73,6 +73,21 @@ class MultiTaskModel(keras.Model):
         ``mtl_keras.balancing.BALANCERS`` or a ``Balancer`` instance with its options; the default
         ``"static"`` is plain Keras (``loss_weights`` only). Other balancers work on top of the
         ``loss_weights`` and train with ``mtl_keras.balancing.step.train_step``.
+
+        Args:
+            optimizer: any Keras optimizer or its name.
+            loss: ``{task: loss}`` for the tasks whose loss to replace.
+            loss_weights: ``{task: weight >= 0}``; unnamed tasks weigh 1.0.
+            metrics: ``{task: [metric, ...]}``; weighted by label presence.
+            balancer: a balancer name or ``Balancer`` instance (default ``"static"``).
+            **kwargs: the rest of ``keras.Model.compile`` (``jit_compile``, ``steps_per_execution``...).
+
+        Example:
+            >>> import mtl_keras as mk
+            >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["color", "count"]), image_size=32)
+            >>> m.compile(loss_weights={"count": 0.5}, balancer="uncertainty")
+            >>> m.balancer.key, m._mtl_loss_weights
+            ('uncertainty', {'color': 1.0, 'count': 0.5})
         """
         # A reloaded model's compile config names them weighted_metrics (see below).
         if metrics is None:

@@ -103,7 +103,7 @@ def make_optimizer(
 
 
 def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None = None) -> list:
-    """Apply the recipe's per-task settings in place: label smoothing on every classification task,
+    """Apply the recipe's per-task settings in place: label smoothing on every task type that has it,
     and ``depends_on`` (``{task: (other, ...)}``, e.g. from ``--depends-on``); returns ``tasks``.
 
     Example:
@@ -114,7 +114,8 @@ def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None
     """
     depends_on = depends_on or {}
     for task in tasks:
-        if task.kind == "classification":
+        # Any task type with a label_smoothing setting takes it, not only the built-in classification.
+        if hasattr(task, "label_smoothing"):
             task.label_smoothing = float(label_smoothing)
         if task.name in depends_on:
             task.depends_on = tuple(depends_on[task.name])
