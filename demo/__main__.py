@@ -15,12 +15,15 @@ cannot be used (missing card, a .tflite of another kind, ...).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
 import time
 
 import numpy as np
+
+from demo import benchmark
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, help="score threshold of multi-label and detection heads (default: the card's)")
     p.add_argument("--max-objects", type=int, default=None, help="most objects drawn per detection head (default: the card's)")
     p.add_argument("--no-xnnpack", action="store_true", help="run on the built-in CPU kernels, without the XNNPACK delegate")
-    from demo import benchmark
-
     benchmark.add_arguments(p)
 
 
@@ -44,7 +45,7 @@ def _stem(index: int, name: str) -> str:
 
 def _samples(card: dict, count: int, size: int) -> list:
     """``count`` test scenes of the dataset the model was trained on (shapes or digits)."""
-    from demo import scenes
+    from demo import scenes  # lazy: the renderer (Pillow) only with --samples
 
     if count <= 0:  # no --samples: nothing drawn, so nothing to say about what would be drawn
         return []
@@ -55,7 +56,7 @@ def _samples(card: dict, count: int, size: int) -> list:
     sprites = None
     if source == "digits":
         try:
-            from sklearn.datasets import load_digits
+            from sklearn.datasets import load_digits  # lazy: only for a digits model's --samples
         except ImportError:
             raise SystemExit("error: --samples for a digits model needs scikit-learn (for its handwritten digits)")
         d = load_digits()
@@ -73,6 +74,7 @@ def _samples(card: dict, count: int, size: int) -> list:
 
 
 def run(args) -> int:
+    # lazy: `python -m demo --help` answers without loading Pillow or LiteRT (slow on a small device)
     from PIL import Image
 
     from demo import files, gallery, heads
@@ -82,8 +84,6 @@ def run(args) -> int:
     from demo.runner import LiteModel, ModelError, latency_summary
 
     if getattr(args, "benchmark", False):
-        from demo import benchmark
-
         return benchmark.run(args)
     if args.threads < 1:
         print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
@@ -163,14 +163,13 @@ def run(args) -> int:
 
 
 def _view(image: np.ndarray) -> tuple[int, int]:
+    # lazy: Pillow (which demo.draw needs) loads only when a picture is drawn
     from demo.draw import view_size
 
     return view_size(image.shape[1], image.shape[0])
 
 
 def _png(picture) -> bytes:
-    import io
-
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
     return buf.getvalue()

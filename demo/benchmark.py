@@ -82,6 +82,8 @@ def benchmark(model_path, threads=DEFAULT_THREADS, runs: int = DEFAULT_RUNS, sou
         ...
         demo.runner.ModelError: model file not found: missing.tflite
     """
+    # lazy (here and below): each measuring worker process imports only what its setting needs, so its
+    # peak memory is the setting's own (the baseline process imports the same minus the model).
     from demo.runner import LiteModel
 
     # Refuses a bad file here, in one line, before any worker starts (without XNNPACK: no weights packed).
@@ -111,7 +113,7 @@ def machine() -> dict:
         >>> sorted(machine())
         ['cpu_count', 'litert', 'load_average', 'machine', 'platform', 'python']
     """
-    try:
+    try:  # lazy: as above, the workers' memory
         from importlib.metadata import version
 
         litert = version("ai-edge-litert")
@@ -167,6 +169,7 @@ def run(args) -> int:
         >>> run(ns)  # and says why on stderr
         2
     """
+    # lazy: as in benchmark(), the workers' memory
     from demo import files
     from demo.runner import ModelError
 
@@ -225,7 +228,7 @@ def _spawn(model_path, size, threads, xnnpack, runs, warmup, source) -> dict:
 def _input(size: int, source: str) -> np.ndarray:
     if source == "random":
         return np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    from demo.scenes import render_scene
+    from demo.scenes import render_scene  # lazy: the renderer only for the scenes input
 
     return render_scene(seed=0, split="test", index=0, image_size=size).image
 
@@ -244,7 +247,7 @@ def _peak_rss_mib():
                     return round(int(line.split()[1]) / 1024, 1)
     except (OSError, ValueError, IndexError):
         pass
-    try:
+    try:  # lazy: Unix only
         import resource
     except ImportError:  # not on Windows; the latency columns still hold
         return None

@@ -108,6 +108,7 @@ def unsoftmax(probs, shape):
 
 
 def _visualizer(method, model):
+    # lazy: `mtl-keras explain --help` reads METHODS from this module; tf-keras-vis loads only for CAMs
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
     from tf_keras_vis.layercam import Layercam
@@ -158,6 +159,7 @@ def compute_cams(
         >>> res["shape"].layer, res["shape"].maps.shape
         ('conv5_block3_out', (1, 2, 2))
     """
+    # lazy: as in _visualizer, tf-keras-vis loads only when CAMs are computed
     from tf_keras_vis.utils.scores import InactiveScore
 
     tasks = list(model.tasks if tasks is None else tasks)

@@ -22,6 +22,7 @@ from mtl_keras.errors import MtlError
 from mtl_keras.explain import checks, render
 from mtl_keras.explain import layers as layer_lib
 from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, compute_cams, upsample
+from mtl_keras.explain.scores import SCORES
 
 CHECKS_FILE = "cam_checks.json"
 
@@ -182,8 +183,6 @@ def _explainable(model, tasks, layer):
     A head is left out when its task type has no score rule or it does not read the chosen layer
     (``--layer c5`` and a box head on the stride-16 map): the others are still explained.
     """
-    from mtl_keras.explain.scores import SCORES
-
     tasks = [model.task(t) if isinstance(t, str) else t for t in (model.tasks if tasks is None else tasks)]
     keep, skipped = [], {}
     for t in tasks:
