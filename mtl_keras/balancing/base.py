@@ -68,6 +68,13 @@ class Balancer(keras.layers.Layer):
 
         ``compile`` does this; a balancer is bound to one model's tasks for life.
 
+        Args:
+            tasks: the task names, in the model's output order (at least one).
+            kinds: each task's type key (``"classification"``, ``"box"``, ...), same order; ``None`` stores ``"task"``.
+
+        Raises:
+            MtlError: ``tasks`` is empty, or the balancer is already set up for other tasks.
+
         Example:
             >>> b = get_balancer("uncertainty"); b.setup(["shape", "count"], ["classification", "regression"])
             >>> tuple(b.log_vars.shape)
@@ -88,7 +95,11 @@ class Balancer(keras.layers.Layer):
         self.built = True
 
     def build_variables(self, num_tasks: int) -> None:
-        """Create the balancer's variables with ``self.add_weight``; nothing by default."""
+        """Create the balancer's variables with ``self.add_weight``; nothing by default.
+
+        Args:
+            num_tasks: the number of tasks K (the length of every per-task variable).
+        """
 
     def _state(self, name, shape, initializer="zeros"):
         """A non-trainable variable every replica holds the same value of (updated in the step)."""
@@ -107,15 +118,40 @@ class Balancer(keras.layers.Layer):
         ``present[k]`` is 1.0 where task k has at least one label in the global batch; terms that
         do not scale with a loss (a regulariser) are multiplied by ``replica_scale`` so that the
         replicas' sum counts them once.
+
+        Args:
+            losses: a ``[K]`` float32 tensor of per-task loss contributions (``task_losses`` order).
+            present: a ``[K]`` float32 tensor, 1.0 where the task has a label in the global batch.
+            replica_scale: factor for terms that do not scale with a loss (``1 / num_replicas``).
+
+        Returns:
+            A scalar tensor: the objective to differentiate (by default Σ λ_k·L_k, weights held constant).
         """
         return ops.sum(ops.stop_gradient(self.task_weights()) * losses)
 
     def gradients(self, step, losses, present):
-        """Gradients for ``step.variables``; only balancers with ``needs_task_gradients`` implement it."""
+        """Gradients for ``step.variables``; only balancers with ``needs_task_gradients`` implement it.
+
+        Args:
+            step: the ``Step`` of this batch (tape, variables, per-task losses, replica helpers).
+            losses: a ``[K]`` float32 tensor of per-task loss contributions.
+            present: a ``[K]`` float32 tensor, 1.0 where the task has a label in the global batch.
+
+        Returns:
+            One gradient (or ``None``) per variable of ``step.variables``, loss-scaled like ``step.gradient``.
+
+        Raises:
+            NotImplementedError: the balancer combines losses instead (``needs_task_gradients`` False).
+        """
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int, task_losses: dict) -> None:
-        """Called after each training epoch with the epoch-mean loss of every task."""
+        """Called after each training epoch with the epoch-mean loss of every task.
+
+        Args:
+            epoch: the index of the epoch that ended (from 0).
+            task_losses: ``{task: epoch-mean loss}`` as floats; tasks without a logged loss are absent.
+        """
 
     def current_weights(self) -> dict:
         """``{task: weight}`` as Python floats, for logs and reports.
@@ -140,6 +176,17 @@ class Balancer(keras.layers.Layer):
 
 def get_balancer(balancer, tasks=None, kinds=None) -> Balancer | None:
     """A balancer from a name or an instance; ``None`` and ``"static"`` mean plain Keras (returns None).
+
+    Args:
+        balancer: a registered name (case-insensitive), a ``Balancer``, a serialized one (dict), or ``None``.
+        tasks: task names to ``setup`` the balancer with; ``None`` leaves it unbound.
+        kinds: the tasks' type keys, passed to ``setup`` with ``tasks``.
+
+    Returns:
+        The ``Balancer``, or ``None`` for ``None`` and ``"static"`` (plain Keras weighting).
+
+    Raises:
+        MtlError: an unknown name, or an object that is not a ``Balancer``.
 
     Example:
         >>> get_balancer("static") is None

@@ -11,6 +11,14 @@ from mtl_keras.balancing.base import Balancer, register_balancer
 def dwa_weights(previous, before_previous, temperature: float = 2.0) -> np.ndarray:
     """λ_k = K·softmax(w_k / T) with w_k = L_k(t−1) / L_k(t−2), from two epochs' mean losses.
 
+    Args:
+        previous: the K epoch-mean losses of epoch t−1 (any sequence of floats).
+        before_previous: the K epoch-mean losses of epoch t−2; a non-finite or non-positive entry gives rate 1.
+        temperature: the softmax temperature T (larger is more uniform); default 2.0 as in the paper.
+
+    Returns:
+        A float64 ``np.ndarray`` of K weights that sums to K.
+
     Example:
         >>> [round(float(v), 4) for v in dwa_weights([1.0, 2.0], [2.0, 2.0])]  # w = (0.5, 1)
         [0.8756, 1.1244]

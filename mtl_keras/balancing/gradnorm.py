@@ -15,6 +15,15 @@ def gradnorm_targets(weighted_norms, loss_ratios, alpha: float = 1.5, present=No
     ``weighted_norms`` are G_i = ‖∇_W w_i·L_i‖, ``loss_ratios`` the L̃_i; tasks with ``present`` 0
     take no part in the means and get target 0.
 
+    Args:
+        weighted_norms: the K norms G_i (a sequence or ``[K]`` tensor).
+        loss_ratios: the K inverse training rates L̃_i = L_i(t) / L_i(0).
+        alpha: the asymmetry α (0 pulls all tasks to the same norm); default 1.5.
+        present: a ``[K]`` 0/1 mask of the tasks to include; ``None`` includes all.
+
+    Returns:
+        A ``[K]`` float32 tensor of target norms (0 for absent tasks).
+
     Example:
         >>> [round(float(v), 4) for v in gradnorm_targets([1.0, 3.0], [1.0, 0.5], alpha=1.0)]
         [2.6667, 1.3333]
@@ -30,6 +39,12 @@ def gradnorm_targets(weighted_norms, loss_ratios, alpha: float = 1.5, present=No
 
 def last_shared_kernel(model):
     """The kernel of the last layer that every task's output depends on (GradNorm's W).
+
+    Args:
+        model: a functional multi-task model (one output per task).
+
+    Returns:
+        The trainable kernel variable of the last trainable shared layer that has one, or ``None``.
 
     Example:
         >>> import mtl_keras as mk

@@ -18,6 +18,13 @@ def pcgrad_coefficients(gram, orders):
     combination of the original gradients, so the surgery needs only the K×K Gram matrix, never a
     copy of the gradients.
 
+    Args:
+        gram: the ``[K, K]`` Gram matrix of the task gradients (array or tensor).
+        orders: a ``[K, K]`` integer array; row i is a permutation of ``range(K)``.
+
+    Returns:
+        A ``[K]`` float32 tensor c with Σ_i g_i^PC = Σ_k c_k g_k.
+
     Example:
         >>> import numpy as np
         >>> g = np.array([[1.0, 0.0], [-1.0, 1.0]])  # conflicting: g1·g2 = -1
@@ -68,6 +75,12 @@ class PCGrad(Balancer):
 
     def task_orders(self, step_number):
         """Each task's random order of visiting the others, the same on every replica (seeded by the step).
+
+        Args:
+            step_number: the optimizer's step counter (an integer or integer tensor), mixed into the seed.
+
+        Returns:
+            An int32 ``[K, K]`` tensor; row i is a permutation of ``range(K)``.
 
         Example:
             >>> b = PCGrad(tasks=["a", "b", "c"], seed=1)

@@ -116,7 +116,16 @@ class Step:
         return value * self.loss_scale()
 
     def gradient(self, target, variables=None, unconnected_zero=False):
-        """Loss-scaled gradients of ``target`` (recorded on the tape) for ``variables``."""
+        """Loss-scaled gradients of ``target`` (recorded on the tape) for ``variables``.
+
+        Args:
+            target: a scalar tensor computed under the step's tape (a task loss or the objective).
+            variables: the variables to differentiate for; ``None`` means ``self.variables``.
+            unconnected_zero: give zeros instead of ``None`` for variables ``target`` does not depend on.
+
+        Returns:
+            A list of gradients, one per variable (``None`` where unconnected, unless ``unconnected_zero``).
+        """
         variables = self.variables if variables is None else variables
         # Keras variables must be handed to the tape as their tf.Variable (see DESIGN.md).
         sources = [v.value if isinstance(v, keras.Variable) else v for v in variables]
@@ -126,7 +135,14 @@ class Step:
         return grads
 
     def all_reduce(self, values: list) -> list:
-        """Sum each tensor over the replicas (identity on one replica): the module's ``all_reduce``."""
+        """Sum each tensor over the replicas (identity on one replica): the module's ``all_reduce``.
+
+        Args:
+            values: a list of tensors computed in a replica context.
+
+        Returns:
+            The list, each tensor summed over the replicas.
+        """
         return all_reduce(values)
 
 
@@ -155,6 +171,15 @@ def task_losses(model, y, y_pred, sample_weight=None):
     mean times its compile-time loss weight: summed over replicas it is the global masked mean, on
     one device it is just the masked mean. ``present`` (``[K]``) is 1.0 where task k has a label
     anywhere in the global batch.
+
+    Args:
+        model: a compiled ``MultiTaskModel`` (its losses and loss weights are read).
+        y: the targets, ``{task: tensor}``.
+        y_pred: the model's outputs, ``{task: tensor}``.
+        sample_weight: ``{task: [batch] weights}`` (0 marks a missing label), or ``None`` for all present.
+
+    Returns:
+        ``(contributions, present)``: a list of K scalar float32 tensors and a ``[K]`` float32 tensor.
 
     Example:
         >>> import mtl_keras as mk, numpy as np
