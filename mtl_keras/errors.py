@@ -30,6 +30,14 @@ class MtlError(ValueError):
 def unknown(kind: str, name: str, available) -> MtlError:
     """An ``MtlError`` for an unknown name, listing what is available.
 
+    Args:
+        kind: what was looked up (``"trunk"``, ``"task"``, ...), as the message names it.
+        name: the name that was not found.
+        available: the valid names (any iterable of strings; listed sorted).
+
+    Returns:
+        The ``MtlError`` (to ``raise``), message ``unknown KIND 'NAME'; available: A, B``.
+
     Example:
         >>> str(unknown("trunk", "vgg", ["resnet50"]))
         "unknown trunk 'vgg'; available: resnet50"
@@ -43,6 +51,13 @@ def from_tf_error(error: BaseException, find_bad_images=None) -> MtlError | None
     A failed label check (``mtl_keras.tasks.checks``) gives its own message; an image the decoder
     rejects gives the decoder's reason, and the file names when ``find_bad_images()`` can tell them.
     Anything else returns None, so real bugs keep their traceback.
+
+    Args:
+        error: the exception raised while iterating a ``tf.data`` pipeline.
+        find_bad_images: a callable returning the unreadable file names, or ``None``.
+
+    Returns:
+        An ``MtlError`` with a one-line message, or None when ``error`` is not a label or image problem.
 
     Example:
         >>> class InvalidArgumentError(Exception): pass

@@ -41,6 +41,12 @@ def register_source(name: str, factory, prefixed: bool = False, options=None) ->
     ``options``: the keyword options the factory takes; by default read from its signature (a
     factory taking ``**kwargs`` gets whatever it is passed, unchecked).
 
+    Args:
+        name: the dataset name (for a prefixed source, the part before ``:``).
+        factory: a callable returning the source object; a prefixed one gets the text after ``:`` first.
+        prefixed: register ``name:`` sources (``tfds:NAME``, ``coco:DIR``) instead of one exact name.
+        options: the option names the factory accepts; ``None`` reads them from its signature.
+
     Example:
         >>> register_source("shapes4", lambda seed=0: ScenesSource("shapes", seed=seed, max_objects=4))
         >>> get_source("shapes4").max_objects, sorted(source_options("shapes4"))
@@ -78,6 +84,15 @@ def _resolve(name: str):
 def source_options(name: str) -> frozenset | None:
     """The option names the source behind ``name`` takes (``data_dir``, ...), or None when unknown.
 
+    Args:
+        name: a dataset name as ``load`` takes it (``shapes``, ``tfds:voc/2007``, ...).
+
+    Returns:
+        A frozenset of option names, or None when the factory takes ``**kwargs`` (any option passes).
+
+    Raises:
+        MtlError: ``name`` is empty or not a registered dataset.
+
     Example:
         >>> sorted(source_options("tfds:voc/2007"))
         ['data_dir', 'download', 'max_objects']
@@ -89,6 +104,16 @@ def source_options(name: str) -> frozenset | None:
 
 def get_source(name: str, **options):
     """The source object behind a dataset name; an option the source does not take is an ``MtlError``.
+
+    Args:
+        name: a dataset name as ``load`` takes it.
+        **options: keyword options for the source's factory (``data_dir``, ``seed``, ...).
+
+    Returns:
+        The source object (it has ``tasks()`` and ``examples(split, image_size, size)``).
+
+    Raises:
+        MtlError: an unknown dataset name, or an option the source does not take.
 
     Example:
         >>> get_source("digits").name
@@ -168,6 +193,13 @@ def data_error(error: BaseException, name=None) -> MtlError | None:
     Bad labels and undecodable images fail inside ``tf.data`` (the only place they are seen without a
     separate pass over the data); this names the problem, and the files when the source can find them.
 
+    Args:
+        error: the exception raised while iterating a dataset.
+        name: the dataset name, used to list unreadable image files; ``None`` lists none.
+
+    Returns:
+        An ``MtlError`` with a one-line message, or None when ``error`` is not a data problem (a bug).
+
     Example:
         >>> data_error(RuntimeError("a bug"), "shapes") is None
         True
@@ -200,6 +232,17 @@ register_source("coco", _coco_source, prefixed=True, options=("max_objects", "fl
 
 def tasks_for(dataset: str, names=None, **dataset_options) -> list:
     """The tasks a dataset has labels for, in the order of ``names`` (all of them when omitted).
+
+    Args:
+        dataset: a dataset name as ``load`` takes it.
+        names: task names, as a list or a comma-separated string; ``None`` means every task it has.
+        **dataset_options: options of the source (``data_dir``, ...).
+
+    Returns:
+        A list of ``Task`` objects, the source's default task for each name.
+
+    Raises:
+        MtlError: an unknown dataset, an empty or repeated name, or a name the dataset has no label for.
 
     Example:
         >>> [t.kind for t in tasks_for("shapes", names=["color", "count"])]

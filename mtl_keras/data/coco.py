@@ -56,6 +56,15 @@ def _split_of(image_id: int) -> str:
 def read_coco_json(path: str) -> dict:
     """Parse and check a COCO instances JSON; every problem is an ``MtlError`` naming it.
 
+    Args:
+        path: the JSON file (COCO instances format: ``images``, ``annotations``, ``categories``).
+
+    Returns:
+        The parsed JSON object (a dict), unchanged.
+
+    Raises:
+        MtlError: a missing or unparsable file, a missing key, a repeated or dangling id, a bad size or bbox.
+
     Example:
         >>> read_coco_json("missing.json")
         Traceback (most recent call last):
@@ -189,7 +198,14 @@ class CocoJsonSource:
         self._check_files()
 
     def resolve(self, file_name: str) -> str | None:
-        """The image file behind a ``file_name`` of the JSON (``root/`` or ``root/images/``), or None."""
+        """The image file behind a ``file_name`` of the JSON (``root/`` or ``root/images/``), or None.
+
+        Args:
+            file_name: an image's ``file_name`` in the JSON (relative to the data folder).
+
+        Returns:
+            The path of the existing file, or None when neither location has it.
+        """
         for candidate in (os.path.join(self.root, file_name), os.path.join(self.root, "images", file_name)):
             if os.path.isfile(candidate):
                 return candidate
@@ -235,6 +251,14 @@ class CocoJsonSource:
     def labels_of(self, split: str, image: dict) -> dict:
         """Every label of one image (numpy), except the mask (see ``mask_of``).
 
+        Args:
+            split: ``train``, ``val`` or ``test`` (picks the JSON the image belongs to).
+            image: the image's entry of the JSON (``id``, ``width``, ``height``, ...).
+
+        Returns:
+            ``{"category", "box", "present", "objects"}``: the largest object's class and [4] box
+            (ymin, xmin, ymax, xmax in 0..1), [C] 0/1 presence, M padded objects; -1 marks no label.
+
         Example:
             >>> src.labels_of("train", src.data[src.files["train"]]["images"][0])["box"]  # doctest: +SKIP
             array([0.1, 0.2, 0.5, 0.6], dtype=float32)
@@ -272,6 +296,16 @@ class CocoJsonSource:
 
         Larger objects are drawn first so smaller ones stay visible; crowd regions and objects
         without a segmentation (their box area) are unlabelled rather than called background.
+
+        Args:
+            split: ``train``, ``val`` or ``test`` (picks the JSON the image belongs to).
+            image: the image's entry of the JSON (``id``, ``width``, ``height``, ``file_name``).
+
+        Returns:
+            A uint8 ``[height, width]`` array.
+
+        Raises:
+            MtlError: an annotation whose segmentation pycocotools cannot decode.
         """
         coco = self._coco[self.files[split]]
         h, w = int(image["height"]), int(image["width"])
@@ -300,6 +334,17 @@ class CocoJsonSource:
 
         Pictures are read by ``demo.pictures.read_picture`` (as the device runner reads them) with
         ``image_size`` as the target, so a large JPEG may be decoded at a reduced scale.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            image_size: the model input side the pictures will be resized to (allows a reduced-scale decode).
+            size: at most this many images (the first ones); ``None`` for the whole split.
+
+        Returns:
+            A ``tf.data.Dataset`` of ``{"image", "labels"}`` dicts (``labels["mask"]`` when the JSON has masks).
+
+        Raises:
+            MtlError: an unknown split, or a split with no images.
         """
         if split not in SPLITS:
             raise unknown("split", split, SPLITS)

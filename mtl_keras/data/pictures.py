@@ -27,6 +27,14 @@ from mtl_keras.errors import IMAGE_END, IMAGE_MARKER
 def read_pixels(path, name: str, image_size: int | None) -> tuple[np.ndarray, bytes]:
     """``(uint8 HxWx3, b"")`` for a usable picture, ``(1x1x3 zeros, b"NAME: reason")`` otherwise.
 
+    Args:
+        path: the picture's path (``str`` or ``bytes``, as ``tf.numpy_function`` passes it).
+        name: the name to put in the problem message (``str`` or ``bytes``).
+        image_size: the model input side the picture will be resized to, or ``None`` (full-size decode).
+
+    Returns:
+        ``(pixels, problem)``: uint8 ``[H, W, 3]`` RGB and ``b""``, or 1x1x3 zeros and ``b"NAME: reason"``.
+
     Example:
         >>> read_pixels(b"/no/such.png", "such.png", 32)[1]
         b'such.png: file not found'
@@ -41,6 +49,14 @@ def read_pixels(path, name: str, image_size: int | None) -> tuple[np.ndarray, by
 
 def read_picture_tensor(path, name, image_size: int | None = None) -> tf.Tensor:
     """The picture at ``path`` (a string tensor) as a uint8 ``[H, W, 3]`` tensor; fails naming ``name``.
+
+    Args:
+        path: a scalar string tensor, the picture's path.
+        name: a scalar string (tensor), the name the error message gives.
+        image_size: the model input side (allows a reduced-scale decode), or ``None``.
+
+    Returns:
+        A uint8 ``[H, W, 3]`` tensor; an unusable file makes the pipeline fail with an in-graph assert.
 
     Example:
         >>> read_picture_tensor(tf.constant("/no/such.png"), "such.png")

@@ -136,7 +136,19 @@ class BoxAwareFlip:
 
 
 def encode_targets(example: dict, tasks, image_size: int):
-    """``(image, {task: target}, {task: weight})`` for one example; weight 0 marks a missing label."""
+    """``(image, {task: target}, {task: weight})`` for one example; weight 0 marks a missing label.
+
+    Args:
+        example: ``{"image": uint8 HxWx3, "labels": {task: raw label}}`` (optional ``"present"`` mask).
+        tasks: the tasks to encode, each by its ``encode``.
+        image_size: side of the square model input, in pixels.
+
+    Returns:
+        ``(float32 image, {task: target}, {task: weight})``.
+
+    Raises:
+        MtlError: the example has no label for one of ``tasks``.
+    """
     labels = example["labels"]
     present = example.get("present", {})
     targets, weights = {}, {}

@@ -76,6 +76,16 @@ class ScenesSource:
         return {name: getattr(t, "classes", None) for name, t in self.tasks().items()}
 
     def render(self, split: str, index: int, image_size: int):
+        """One scene of a split, rendered with this source's seed, object limit and (for digits) sprites.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            index: the scene's index in the split.
+            image_size: side of the square image, in pixels.
+
+        Returns:
+            The rendered scene (``.image`` uint8 HxWx3 and ``.labels``), from ``renderer.render_scene``.
+        """
         sprites = digit_sprites() if self.name == "digits" else None
         return renderer.render_scene(
             seed=self.seed, split=split, index=index, image_size=image_size,
@@ -86,6 +96,18 @@ class ScenesSource:
         """Unbatched ``{"image": uint8 HxWx3, "labels": {...}}`` elements of one split.
 
         ``shard=(count, index)``: only this worker's scenes (``mtl_keras.data.sharding``), rendered alone.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            image_size: side of the square images, in pixels.
+            size: the number of scenes; ``None`` uses the source's size for the split.
+            shard: ``(count, index)``, or ``None`` for all scenes.
+
+        Returns:
+            A ``tf.data.Dataset`` of ``{"image", "labels"}`` dicts, in index order.
+
+        Raises:
+            MtlError: an unknown split, a size below 1, or an invalid shard.
         """
         if split not in renderer.SPLITS:
             raise MtlError(f"unknown split {split!r}; available: {', '.join(renderer.SPLITS)}")

@@ -18,6 +18,15 @@ from mtl_keras.errors import MtlError
 def check_shard(shard) -> tuple[int, int] | None:
     """``(count, index)`` validated, or None for "the whole source".
 
+    Args:
+        shard: ``(count, index)`` (two integers), or ``None``.
+
+    Returns:
+        ``(count, index)`` as ints, or None for ``None`` and for a count of 1.
+
+    Raises:
+        MtlError: ``count`` below 1, or ``index`` outside ``0..count-1``.
+
     Example:
         >>> check_shard((2, 1)), check_shard(None), check_shard((1, 0))
         ((2, 1), None, None)
@@ -39,6 +48,16 @@ def check_shard(shard) -> tuple[int, int] | None:
 def shard_indices(n: int, shard) -> range:
     """The example indices of one shard of ``n``: interleaved, the same length on every shard.
 
+    Args:
+        n: the number of examples in the split.
+        shard: ``(count, index)``, or ``None`` for all examples.
+
+    Returns:
+        A ``range`` of ``n // count`` indices (``range(n)`` without a shard).
+
+    Raises:
+        MtlError: an invalid shard, or fewer examples than workers.
+
     Example:
         >>> list(shard_indices(7, (2, 0))), list(shard_indices(7, (2, 1)))
         ([0, 2, 4], [1, 3, 5])
@@ -55,6 +74,19 @@ def shard_indices(n: int, shard) -> range:
 
 def sharded_examples(source, split: str, image_size: int, size: int | None, shard):
     """``source.examples(...)`` restricted to one shard.
+
+    Args:
+        source: a data source (its ``examples(split, image_size, size[, shard])`` is called).
+        split: the split name (``train``, ``val``, ``test``).
+        image_size: side of the square images, in pixels.
+        size: at most this many examples before sharding; ``None`` for the whole split.
+        shard: ``(count, index)``, or ``None`` for the whole split.
+
+    Returns:
+        An unbatched ``tf.data.Dataset`` of the shard's examples.
+
+    Raises:
+        MtlError: an invalid shard.
 
     Example:
         >>> from mtl_keras.data.scenes import ScenesSource

@@ -77,6 +77,14 @@ ADAPTERS = {
 def pad_objects(boxes, labels, max_objects: int) -> dict:
     """The Keras bounding-box dict with exactly ``max_objects`` rows, padded (or cut) with -1.
 
+    Args:
+        boxes: the objects' boxes, reshaped to ``[N, 4]`` float32.
+        labels: the objects' class indices, reshaped to ``[N]`` int32.
+        max_objects: the number of rows M to return.
+
+    Returns:
+        ``{"boxes": [M, 4] float32, "labels": [M] int32}`` tensors.
+
     Example:
         >>> d = pad_objects(tf.constant([[0., 0., .5, .5]]), tf.constant([3]), 2)
         >>> d["labels"].numpy().tolist(), d["boxes"].numpy()[1].tolist()
@@ -165,6 +173,15 @@ class TfdsSource:
     def tfds_split(self, split: str) -> str:
         """The tfds split string behind one of ``train``/``val``/``test``.
 
+        Args:
+            split: ``train``, ``val`` or ``test``.
+
+        Returns:
+            The tfds split string (e.g. ``"validation[50%:]"``).
+
+        Raises:
+            MtlError: an unknown split.
+
         Example:
             >>> TfdsSource("coco/2017").tfds_split("test")
             'validation[50%:]'
@@ -179,6 +196,18 @@ class TfdsSource:
 
         ``shard=(count, index)``: this worker's even part of the split (tfds' ``even_splits``, equal
         sizes), read alone; ``size`` then caps the part at ``size // count``.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            image_size: the model input side (unused here: tfds images are resized by the pipeline).
+            size: at most this many examples; ``None`` for the whole split.
+            shard: ``(count, index)``, or ``None`` for the whole split.
+
+        Returns:
+            A ``tf.data.Dataset`` of ``{"image", "labels"}`` dicts (training files shuffled).
+
+        Raises:
+            MtlError: an unknown split, an invalid shard, a size below 1, or data not prepared in ``data_dir``.
         """
         import tensorflow_datasets as tfds  # lazy: seconds to import; only a tfds source needs it
 
