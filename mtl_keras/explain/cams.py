@@ -71,6 +71,14 @@ def head_model(model, tasks, scorecam: bool = False) -> keras.Model:
     ``scorecam=True`` flattens each output and appends a constant 0 (``Reshape`` →
     ``ZeroPadding1D`` → ``Flatten``, all builtin layers), see ``unsoftmax``.
 
+    Args:
+        model: a built multi-task model.
+        tasks: the tasks to give outputs for, in this order (``Task`` objects of ``model``).
+        scorecam: flatten each output and append a constant 0, for Score-CAM's softmax.
+
+    Returns:
+        A ``keras.Model`` on ``model.inputs`` with a list of outputs, one per task.
+
     Example:
         >>> import mtl_keras as mk
         >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "count"]), image_size=32,
@@ -94,6 +102,13 @@ def unsoftmax(probs, shape):
     """Undo Scorecam's softmax over a ``scorecam=True`` head: the raw ``[B, *shape]`` tensor.
 
     ``softmax(x ++ [0])_i / softmax(x ++ [0])_last = exp(x_i)``, so the log-ratio is ``x`` exactly.
+
+    Args:
+        probs: ``[B, n + 1]`` softmax probabilities of a ``scorecam=True`` head output.
+        shape: the head output's shape without the batch axis (its product is n).
+
+    Returns:
+        A float32 ``[B, *shape]`` tensor of the raw head values.
 
     Example:
         >>> import numpy as np, tensorflow as tf
@@ -151,6 +166,22 @@ def compute_cams(
     ``targets``: per task, ``predicted`` (default), ``label`` or a task-specific target
     (``scores``); ``labels``: per task, the batch's raw labels (needed for ``label``).
     Maps are returned unnormalized and at the layer's resolution, so degenerate ones stay visible.
+
+    Args:
+        model: a built multi-task model whose input is ``[H, W, 3]``.
+        images: a ``[B, H, W, 3]`` batch, RGB 0–255 (converted to float32).
+        tasks: the tasks to explain; ``None`` means ``model.tasks``.
+        method: ``gradcam`` (default), ``gradcam++``, ``layercam`` or ``scorecam``.
+        layer: the layer option, one for all tasks or ``{task: option}``.
+        targets: ``{task: target}``; a task not in it explains its prediction.
+        labels: ``{task: raw labels of the batch}``, for ``label`` targets.
+        scorecam_channels: the most activation channels Score-CAM masks with (its ``max_N``).
+
+    Returns:
+        ``{task name: TaskCams}``; each ``maps`` is a float32 ``[B, h, w]`` array at the layer's resolution.
+
+    Raises:
+        MtlError: no tasks, images of the wrong shape, an unknown method, layer or target.
 
     Example:
         >>> import numpy as np, mtl_keras as mk
@@ -211,6 +242,13 @@ def _unsoftmaxed(score, shape):
 
 def upsample(maps, size: int) -> np.ndarray:
     """Bilinear (half-pixel centres) resize of ``[B, h, w]`` maps to ``[B, size, size]``.
+
+    Args:
+        maps: ``[B, h, w]`` maps (any float array).
+        size: the side of the output, in pixels.
+
+    Returns:
+        A float32 ``np.ndarray`` of shape ``[B, size, size]``.
 
     Example:
         >>> import numpy as np

@@ -31,6 +31,12 @@ def degenerate(cam) -> str | None:
     Such maps are counted and reported, never averaged in: an all-zero Grad-CAM (every channel
     weighted negatively, then ReLU) has no maximum to point with and no energy to share.
 
+    Args:
+        cam: a map of any shape (array-like).
+
+    Returns:
+        ``"nan"`` (empty or non-finite), ``"zero"``, ``"constant"``, or ``None`` for a usable map.
+
     Example:
         >>> import numpy as np
         >>> [degenerate(m) for m in (np.full((2, 2), np.nan), np.zeros((2, 2)), np.ones((2, 2)), np.eye(2))]
@@ -50,6 +56,12 @@ def degenerate(cam) -> str | None:
 def tolerance_px(image_size: int) -> float:
     """The pointing-game tolerance in pixels for a square image of ``image_size``.
 
+    Args:
+        image_size: side of the square image, in pixels.
+
+    Returns:
+        The tolerance in pixels (15 px scaled from 224 px), a float.
+
     Example:
         >>> round(tolerance_px(224), 2), round(tolerance_px(64), 2)
         (15.0, 4.29)
@@ -63,6 +75,12 @@ def peak_point(cam) -> tuple[float, float]:
     The centre, not a corner: a bilinear upsampling of the map peaks there (or on a flat stretch
     running from there to the border), and ``scipy.ndimage.zoom``, which tf-keras-vis uses to
     expand maps, would put a 2×2 map's cell centres on the image corners.
+
+    Args:
+        cam: a 2-D map (array-like), at any resolution.
+
+    Returns:
+        ``(y, x)`` floats in 0..1, relative to the image height and width.
 
     Example:
         >>> import numpy as np
@@ -81,6 +99,14 @@ def pointing_hit(cam, box, image_size: int) -> bool:
     ``cam`` may be at any resolution (its peak is taken as the top cell's centre, ``peak_point``);
     ``box`` is ``rel_yxyx``; the tolerance is 15 px scaled from 224 px to ``image_size``.
 
+    Args:
+        cam: a 2-D map, at any resolution.
+        box: the object's box, ``(ymin, xmin, ymax, xmax)`` relative to the image (0..1).
+        image_size: side of the square image, in pixels (scales the tolerance).
+
+    Returns:
+        True when the peak is inside the box grown by the tolerance.
+
     Example:
         >>> import numpy as np
         >>> cam = np.zeros((8, 8)); cam[1, 1] = 1.0      # peak at (12, 12) px of 64; tolerance 4.3 px
@@ -96,6 +122,13 @@ def pointing_hit(cam, box, image_size: int) -> bool:
 def pointing_chance(box, image_size: int) -> float:
     """The hit rate of a uniformly random point: the share of the image the tolerant box covers.
 
+    Args:
+        box: the object's box, ``(ymin, xmin, ymax, xmax)`` relative to the image (0..1).
+        image_size: side of the square image, in pixels (scales the tolerance).
+
+    Returns:
+        A float in 0..1: the area of the tolerant box, clipped to the image.
+
     Example:
         >>> round(pointing_chance([0.0, 0.0, 0.5, 0.5], 224), 3)
         0.321
@@ -109,6 +142,13 @@ def pointing_chance(box, image_size: int) -> float:
 
 def box_mask(box, shape) -> np.ndarray:
     """Boolean ``[H, W]`` mask of the pixels whose centres lie inside a ``rel_yxyx`` box.
+
+    Args:
+        box: ``(ymin, xmin, ymax, xmax)`` relative to the image (0..1).
+        shape: ``(H, W)`` of the mask.
+
+    Returns:
+        A boolean ``np.ndarray`` of shape ``[H, W]``.
 
     Example:
         >>> box_mask([0.0, 0.0, 0.5, 1.0], (4, 2)).astype(int).tolist()
@@ -127,6 +167,16 @@ def energy_in_box(cam, box) -> float:
     ``cam`` is a non-negative map at image resolution. A uniform map scores the box's area share
     (``box_share``), the level a map with no localization reaches.
 
+    Args:
+        cam: a non-negative 2-D map at image resolution.
+        box: ``(ymin, xmin, ymax, xmax)`` relative to the image (0..1).
+
+    Returns:
+        A float in 0..1: the map's sum inside the box over its total sum.
+
+    Raises:
+        ValueError: the map has no positive mass.
+
     Example:
         >>> import numpy as np
         >>> cam = np.zeros((4, 4)); cam[:2, :2] = 1.0; cam[3, 3] = 2.0
@@ -143,6 +193,13 @@ def energy_in_box(cam, box) -> float:
 def box_share(box, shape) -> float:
     """The share of pixels inside the box: a uniform map's energy, the chance level of ``energy_in_box``.
 
+    Args:
+        box: ``(ymin, xmin, ymax, xmax)`` relative to the image (0..1).
+        shape: ``(H, W)`` of the map.
+
+    Returns:
+        A float in 0..1.
+
     Example:
         >>> box_share([0.0, 0.0, 0.5, 0.5], (4, 4))
         0.25
@@ -152,6 +209,16 @@ def box_share(box, shape) -> float:
 
 def map_correlation(a, b) -> float:
     """Pearson correlation of two maps of the same shape (how much two heads look at the same place).
+
+    Args:
+        a: a map (any shape).
+        b: a map with as many values as ``a``.
+
+    Returns:
+        The correlation, a float in -1..1.
+
+    Raises:
+        ValueError: the maps differ in size, or one of them is constant.
 
     Example:
         >>> import numpy as np
@@ -182,6 +249,18 @@ def summarize(task_maps: dict, boxes, image_size: int) -> dict:
     image order for every task; ``boxes``: the main object's ``rel_yxyx`` box per image, or ``None``
     where an image has none. Rates and means are over the usable images only and say how many
     that was (``n``); degenerate maps are listed by kind and image index.
+
+    Args:
+        task_maps: ``{task: [(low_res_map, image_res_map), ...]}``, one pair per image.
+        boxes: per image, the main object's ``(ymin, xmin, ymax, xmax)`` box (0..1), or ``None``.
+        image_size: side of the square images, in pixels (scales the pointing tolerance).
+
+    Returns:
+        ``{"tasks": {task: {"n_images", "n_usable", "degenerate", "pointing_game", "energy_in_box"}},
+        "overlap": {"a|b": {"n", "mean_correlation"}}}``; a mean over no image is ``None``.
+
+    Raises:
+        ValueError: a task has not one map pair per box.
 
     Example:
         >>> import numpy as np

@@ -37,6 +37,15 @@ def _layer_names(tensor) -> set:
 def tap_layers(model) -> dict:
     """``{"c2": name, ..., "c5": name}``: the model's shared trunk taps by layer name.
 
+    Args:
+        model: a multi-task model built by ``mtl_keras`` (it has a ``shared_pool`` layer).
+
+    Returns:
+        ``{tap: layer name}`` for the taps found, in ``c2``..``c5`` order (``c5`` always).
+
+    Raises:
+        MtlError: the model has no ``shared_pool`` layer.
+
     Example:
         >>> import mtl_keras as mk  # doctest: +SKIP
         >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=64)  # doctest: +SKIP
@@ -66,6 +75,14 @@ def tap_layers(model) -> dict:
 def reads(model, task: str, layer: str) -> bool:
     """Whether task ``task``'s output is computed from layer ``layer`` (no gradient can flow otherwise).
 
+    Args:
+        model: a functional multi-task model.
+        task: a task (output layer) name.
+        layer: a layer name.
+
+    Returns:
+        True when ``layer`` is among the ancestors of the task's output.
+
     Example:
         >>> import mtl_keras as mk  # doctest: +SKIP
         >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "box"]), image_size=64)  # doctest: +SKIP
@@ -81,6 +98,17 @@ def resolve_layer(model, task: str, layer: str = AUTO) -> str:
     ``auto`` is the deepest shared tap this head reads: ``c5`` for heads on the pooled vector,
     ``c4`` for the box head (it reads the stride-16 map). A layer the head does not read, or one
     without a spatial map, is an error naming the problem.
+
+    Args:
+        model: a multi-task model built by ``mtl_keras``.
+        task: the task (output layer) name.
+        layer: ``auto`` (default), a tap name (``c2``..``c5``) or a layer name.
+
+    Returns:
+        The layer name.
+
+    Raises:
+        MtlError: no tap read by the head (``auto``), an unknown layer, a non-spatial layer, or one the head does not read.
 
     Example:
         >>> import mtl_keras as mk  # doctest: +SKIP
@@ -116,6 +144,13 @@ def resolve_layer(model, task: str, layer: str = AUTO) -> str:
 def option_for(layer, task: str) -> str:
     """The layer option of one task: ``layer`` itself, or its entry in a per-task dict (default ``auto``).
 
+    Args:
+        layer: one layer option for all tasks, or ``{task: option}``.
+        task: the task name.
+
+    Returns:
+        The task's layer option (a string).
+
     Example:
         >>> option_for("c4", "box"), option_for({"box": "c3"}, "box"), option_for({"box": "c3"}, "shape")
         ('c4', 'c3', 'auto')
@@ -125,6 +160,13 @@ def option_for(layer, task: str) -> str:
 
 def tap_of(model, layer: str) -> str | None:
     """The tap name (``c3``/``c4``/``c5``) of a layer, or ``None`` for other layers.
+
+    Args:
+        model: a multi-task model built by ``mtl_keras``.
+        layer: a layer name.
+
+    Returns:
+        The tap name (``c2``..``c5``), or ``None``.
 
     Example:
         >>> import mtl_keras as mk  # doctest: +SKIP
@@ -139,6 +181,13 @@ def tap_of(model, layer: str) -> str | None:
 
 def is_shared(model, layer: str) -> bool:
     """Whether ``layer`` feeds more than one head (the point of explaining *shared* features).
+
+    Args:
+        model: a functional multi-task model.
+        layer: a layer name.
+
+    Returns:
+        True when two or more task outputs are computed from ``layer``.
 
     Example:
         >>> import mtl_keras as mk  # doctest: +SKIP

@@ -44,6 +44,16 @@ def _draw_box(draw, box, colour=(255, 255, 255)):
 def overlay_panel(image, cam, box=None, peak=None, caption: str = "") -> Image.Image:
     """The image with ``cam`` (``[H, W]`` at image resolution, or ``None`` for a degenerate map) over it.
 
+    Args:
+        image: the input, ``[H, W, 3]`` RGB 0–255 (clipped).
+        cam: a non-negative ``[H, W]`` map (scaled to its maximum), or ``None`` to grey the image out.
+        box: the main object's ``(ymin, xmin, ymax, xmax)`` box (0..1), drawn in white; ``None`` for none.
+        peak: ``(y, x)`` in 0..1 of the map's maximum, drawn as a cross; ``None`` for none.
+        caption: text under the image (first 34 characters).
+
+    Returns:
+        An RGB ``PIL.Image`` of 192 x 216 pixels.
+
     Example:
         >>> import numpy as np
         >>> overlay_panel(np.zeros((8, 8, 3), "uint8"), None, caption="degenerate: zero").size
@@ -74,6 +84,12 @@ def overlay_panel(image, cam, box=None, peak=None, caption: str = "") -> Image.I
 def side_by_side(panels) -> Image.Image:
     """Panels of equal height, left to right, with a 4-pixel gap.
 
+    Args:
+        panels: a list of ``PIL.Image`` panels (at least one).
+
+    Returns:
+        An RGB ``PIL.Image`` as tall as the tallest panel, on white.
+
     Example:
         >>> from PIL import Image
         >>> side_by_side([Image.new("RGB", (10, 5)), Image.new("RGB", (10, 5))]).size
@@ -92,6 +108,14 @@ def side_by_side(panels) -> Image.Image:
 def input_panel(image, box=None, caption: str = "input") -> Image.Image:
     """The plain input with the main object's box, captioned like the overlays.
 
+    Args:
+        image: the input, ``[H, W, 3]`` RGB 0–255 (clipped).
+        box: the main object's ``(ymin, xmin, ymax, xmax)`` box (0..1); ``None`` for none.
+        caption: text under the image (first 34 characters).
+
+    Returns:
+        An RGB ``PIL.Image`` of 192 x 216 pixels.
+
     Example:
         >>> import numpy as np
         >>> input_panel(np.zeros((8, 8, 3), "uint8")).size
@@ -107,6 +131,10 @@ def input_panel(image, box=None, caption: str = "input") -> Image.Image:
 
 def save_png(image: Image.Image, path) -> None:
     """Write a PNG atomically (temporary file beside it, then rename).
+
+    Args:
+        image: the ``PIL.Image`` to write.
+        path: the destination file (missing folders are created).
 
     Example:
         >>> import os, tempfile

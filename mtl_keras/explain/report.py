@@ -30,6 +30,19 @@ CHECKS_FILE = "cam_checks.json"
 def load_examples(data: str, split: str, image_size: int, n: int, **source_options) -> list:
     """The first ``n`` examples of a split as numpy ``{"image", "labels"}`` dicts at ``image_size``.
 
+    Args:
+        data: a dataset name as ``mtl_keras.data.load`` takes it.
+        split: ``train``, ``val`` or ``test``.
+        image_size: side of the square images, in pixels (labels are resized with them).
+        n: the number of examples (at least 1).
+        **source_options: options of the source (``data_dir``, ...).
+
+    Returns:
+        A list of up to ``n`` dicts ``{"image": [S, S, 3], "labels": {task: numpy label}}``.
+
+    Raises:
+        MtlError: ``n`` below 1, an unknown dataset or option, or an empty split.
+
     Example:
         >>> ex = load_examples("shapes", "test", 32, 1)[0]
         >>> ex["image"].shape, ex["labels"]["box"].shape
@@ -50,6 +63,12 @@ def main_box(labels: dict):
     """The main object's ``rel_yxyx`` box from an example's labels, or ``None``.
 
     The ``box`` label when present and valid, else the largest of the ``objects`` boxes.
+
+    Args:
+        labels: one example's ``{task: label}`` (numpy), as ``load_examples`` gives them.
+
+    Returns:
+        ``[ymin, xmin, ymax, xmax]`` floats in 0..1, or ``None`` when neither label has a valid box.
 
     Example:
         >>> import numpy as np
@@ -94,6 +113,25 @@ def explain(
 
     With ``out_dir``, writes ``NNNN.png`` per image (input + one overlay per task) and
     ``cam_checks.json`` there, each atomically. Returns the report written to the JSON.
+
+    Args:
+        model: a multi-task model built by ``mtl_keras``.
+        examples: ``{"image", "labels"}`` dicts at the model's input size (``load_examples``).
+        tasks: tasks or task names to explain; ``None`` means all (heads without a score rule are skipped).
+        method: ``gradcam`` (default), ``gradcam++``, ``layercam`` or ``scorecam``.
+        layer: the layer option (``auto``, a tap, a layer name), or ``{task: option}``.
+        targets: ``{task: target}``; a task not in it explains its prediction.
+        batch_size: images per CAM batch (at least 1).
+        out_dir: folder for the PNGs and ``cam_checks.json``; ``None`` writes nothing.
+        scorecam_channels: the most channels Score-CAM masks with.
+        meta: extra top-level entries for the report (model path, data, ...).
+
+    Returns:
+        The report dict: ``image_size``, ``n_images``, ``n_with_box``, ``method``, ``tasks``, ``skipped``,
+        ``overlap``, ``images`` (per image: box, per-task target, peak, hit, energy, png), plus ``meta``.
+
+    Raises:
+        MtlError: no head can be explained, a batch size below 1, or a bad method, layer or target.
 
     Example (not run by the test suite, which runs the module's example of ``explain`` above: a
     ResNet50 and its CAM checks take ten seconds and more on 2 CPU cores):
@@ -165,6 +203,13 @@ def untrained_copy(model, seed: int = 0):
     Adebayo et al. (2018): a map that looks the same for a trained and an untrained network says
     little about the model. On this project's 64 px ResNet50, Grad-CAM++ on ``c3``/``c4`` of an
     untrained net already "points" at the main object ~70% of the time (it follows edges).
+
+    Args:
+        model: the trained model (its ``get_config`` is rebuilt by its class).
+        seed: the random seed for the new initialisation.
+
+    Returns:
+        A new model of the same class and config, with untrained weights.
 
     Example:
         >>> import mtl_keras as mk

@@ -135,6 +135,16 @@ def register_score(kind: str, uses_logits: bool):
 def score_tensor(model, task):
     """The symbolic tensor ``task``'s score reads: logits before an output activation, else the output.
 
+    Args:
+        model: a built multi-task model.
+        task: one of the model's tasks (its output layer has the task's name).
+
+    Returns:
+        A symbolic Keras tensor (the output layer's input or output).
+
+    Raises:
+        MtlError: the task's kind has no score rule.
+
     Example:
         >>> import mtl_keras as mk
         >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape"]), image_size=32, trunk="mobilenet_v3_small")
@@ -151,6 +161,15 @@ def score_tensor(model, task):
 def rule_for(task) -> ScoreRule:
     """The registered score rule of a task's kind, or a clear error.
 
+    Args:
+        task: a ``Task`` (its ``kind`` selects the rule).
+
+    Returns:
+        The ``ScoreRule`` (``build``, ``uses_logits``).
+
+    Raises:
+        MtlError: no score rule is registered for the task's kind.
+
     Example:
         >>> from mtl_keras.tasks import BoxTask
         >>> rule_for(BoxTask("box")).uses_logits
@@ -163,6 +182,18 @@ def rule_for(task) -> ScoreRule:
 
 def build_score(task, raw, labels=None, target=PREDICTED) -> TaskScore:
     """The score of ``task`` for one batch: ``raw`` is its ``score_tensor`` evaluated on the batch.
+
+    Args:
+        task: the ``Task`` to score.
+        raw: the ``score_tensor`` values on the batch, ``[B, ...]`` (converted to numpy).
+        labels: the batch's raw labels of the task, needed for ``target="label"``; ``None`` otherwise.
+        target: ``predicted`` (default, also for ``None``), ``label`` or a task-specific target.
+
+    Returns:
+        A ``TaskScore``: callable on the head output, with ``what`` and one ``targets`` entry per image.
+
+    Raises:
+        MtlError: ``label`` without labels, no score rule for the kind, or a target the rule rejects.
 
     Example:
         >>> import numpy as np
