@@ -35,6 +35,16 @@ def fpn_features(features: dict, channels: int = DEFAULT_CHANNELS):
     result under ``features["fpn"]``; later heads of the same model get the same tensor, so a
     detection head and a segmentation head share one FPN.
 
+    Args:
+        features: the trunk's taps ``{"c3", "c4", "c5": tensor, ...}``; the result is cached in it under ``"fpn"``.
+        channels: the width of every FPN layer (default ``DEFAULT_CHANNELS``).
+
+    Returns:
+        The symbolic stride-4 map, ``[B, H/4, W/4, channels]``.
+
+    Raises:
+        ValueError: ``features`` lacks one of ``c3``, ``c4``, ``c5``.
+
     Example:
         >>> import keras
         >>> from mtl_keras.model.trunks import build_trunk

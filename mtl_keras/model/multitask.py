@@ -49,6 +49,17 @@ class MultiTaskModel(keras.Model):
         return [t.name for t in self.tasks]
 
     def task(self, name: str):
+        """The model's task called ``name``.
+
+        Args:
+            name: the task name (its output name).
+
+        Returns:
+            The ``Task`` object.
+
+        Raises:
+            MtlError: the model has no task of that name.
+        """
         for t in self.tasks:
             if t.name == name:
                 return t

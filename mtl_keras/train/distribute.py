@@ -53,6 +53,16 @@ def get_strategy(name: str = "auto", connect_timeout: float = 300.0) -> tf.distr
     - ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``. Every
       other worker must accept connections within ``connect_timeout`` seconds.
 
+    Args:
+        name: ``auto`` (default), ``default``, ``mirrored`` or ``multiworker`` (case-insensitive).
+        connect_timeout: seconds to wait for the other workers (``multiworker`` only).
+
+    Returns:
+        A ``tf.distribute.Strategy``.
+
+    Raises:
+        MtlError: an unknown name, a bad ``TF_CONFIG``, or a worker unreachable within the timeout.
+
     Example:
         >>> get_strategy("horovod")
         Traceback (most recent call last):
@@ -85,6 +95,15 @@ def worker_role(config: dict | None = None) -> tuple[int, int]:
     The chief is task ``chief`` when the cluster has one, else ``worker`` 0. Without ``TF_CONFIG``
     there is one worker.
 
+    Args:
+        config: a parsed ``TF_CONFIG`` dict; ``None`` reads (and checks) the environment variable.
+
+    Returns:
+        ``(count, rank)`` as ints; ``(1, 0)`` without ``TF_CONFIG``.
+
+    Raises:
+        MtlError: ``TF_CONFIG`` is set but malformed.
+
     Example:
         >>> worker_role({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}})
         (2, 1)
@@ -104,6 +123,14 @@ def wait_for_workers(config: dict, timeout: float = 300.0, poll: float = 0.5) ->
 
     TensorFlow itself waits for a missing worker without end. Meanwhile this worker listens on its
     own port, so that the others' checks succeed too; it lets go before TensorFlow takes the port.
+
+    Args:
+        config: a parsed ``TF_CONFIG`` dict (``cluster`` and ``task``).
+        timeout: seconds to wait for all the others together.
+        poll: seconds between connection attempts.
+
+    Raises:
+        MtlError: a worker is still unreachable after ``timeout`` seconds.
 
     Example:
         >>> wait_for_workers({"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}})
@@ -146,6 +173,13 @@ def per_worker_dataset(strategy, build):
     Through ``distribute_datasets_from_function``: no worker reads what it then throws away (as
     the default data sharding of ``experimental_distribute_dataset`` does), and a global step takes
     one batch per replica, so the global batch is the batch times the replicas.
+
+    Args:
+        strategy: the ``tf.distribute.Strategy`` to train under.
+        build: a callable ``(count, index) -> tf.data.Dataset``, the worker's part batched per replica.
+
+    Returns:
+        A ``tf.distribute.DistributedDataset``.
 
     Example:
         >>> ds = per_worker_dataset(get_strategy("default"), lambda n, i: tf.data.Dataset.range(4).batch(2))

@@ -76,6 +76,12 @@ def read_cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
 
     None means "cannot tell" (no ``/proc/cpuinfo``: macOS, Windows), not "has none".
 
+    Args:
+        path: the cpuinfo file to read (default ``/proc/cpuinfo``).
+
+    Returns:
+        A frozenset of flag names from the first ``flags``/``Features`` line, or None.
+
     Example:
         >>> flags = read_cpu_flags()
         >>> flags is None or isinstance(flags, frozenset)
@@ -96,6 +102,12 @@ def cpu_has_native_bfloat16(cpu_flags=None) -> bool | None:
     """Whether the CPU does bfloat16 math in hardware (see ``NATIVE_BFLOAT16_CPU_FLAGS``); None if unknown.
 
     ``cpu_flags`` defaults to ``read_cpu_flags()``.
+
+    Args:
+        cpu_flags: a set of CPU flag names; ``None`` reads them with ``read_cpu_flags``.
+
+    Returns:
+        True or False, or None when the flags cannot be read.
 
     Example:
         >>> cpu_has_native_bfloat16({"avx2", "fma"}), cpu_has_native_bfloat16({"avx512f", "avx512_bf16"})
@@ -155,6 +167,18 @@ def measure_cpu_bfloat16_speedup(batch_size: int = 32, image_size: int = 16, cha
     it takes ~4 s.
     It runs TensorFlow ops, so TensorFlow's thread settings must be made before it.
 
+    Args:
+        batch_size: images in the probe batch.
+        image_size: side of the probe's square feature map, in pixels.
+        channels: channels of every probe layer.
+        layers: the number of Conv + BatchNorm + ReLU blocks.
+        warmup: untimed calls of each policy's step (at least 1).
+        rounds: timed rounds at most (at least 1 runs).
+        budget_s: seconds after which no further warm-up call or round starts.
+
+    Returns:
+        The median float32 step time over the median mixed_bfloat16 step time, a float.
+
     Example:
         >>> r = measure_cpu_bfloat16_speedup(batch_size=2, image_size=8, channels=8, layers=1, rounds=1)
         >>> r > 0
@@ -191,6 +215,13 @@ def cpu_bfloat16_speedup(cpu_flags=None, force: bool = False) -> float | None:
     answer is known to be < 1 and not worth ~2 s of probing. ``force=True`` measures anyway. Where the
     flags are unknown (non-Linux), it measures.
 
+    Args:
+        cpu_flags: a set of CPU flag names; ``None`` reads ``/proc/cpuinfo``.
+        force: measure even where the flags say bfloat16 is emulated.
+
+    Returns:
+        The cached ratio (> 1: bfloat16 is faster), or None when skipped.
+
     Example:
         >>> cpu_bfloat16_speedup(cpu_flags={"avx2", "fma"}) is None
         True
@@ -220,6 +251,18 @@ def choose_mixed_precision(mode: str = "auto", compute_capabilities=None, cpu_fl
       per process; ``cpu_speedup`` injects a ratio instead) and take ``mixed_bfloat16`` only if it is
       at least ``BFLOAT16_MIN_SPEEDUP`` (1.1x) faster; measured 1.26x on an avx512_bf16 machine.
       A probe that fails leaves ``float32``.
+
+    Args:
+        mode: ``auto`` (default; also for ``None``), ``float16``, ``bfloat16`` or ``off`` (case-insensitive).
+        compute_capabilities: ``(major, minor)`` per GPU; ``None`` asks TensorFlow, ``[]`` means no GPU.
+        cpu_flags: a set of CPU flag names; ``None`` reads ``/proc/cpuinfo``.
+        cpu_speedup: a bfloat16/float32 speed ratio to use instead of measuring.
+
+    Returns:
+        A ``PrecisionChoice`` (``mode``, ``policy``, ``reason``, measured speedup or None).
+
+    Raises:
+        MtlError: an unknown mode.
 
     Example:
         >>> str(choose_mixed_precision("auto", compute_capabilities=[], cpu_flags={"avx2"}))
@@ -271,6 +314,18 @@ def mixed_precision_policy(mode: str = "auto", compute_capabilities=None, cpu_fl
     ``choose_mixed_precision(...).policy``; see there for how ``auto`` decides (GPU compute
     capability; on CPU, native bfloat16 flags and a measured speedup).
 
+    Args:
+        mode: ``auto``, ``float16``, ``bfloat16`` or ``off``.
+        compute_capabilities: ``(major, minor)`` per GPU; ``None`` asks TensorFlow.
+        cpu_flags: a set of CPU flag names; ``None`` reads ``/proc/cpuinfo``.
+        cpu_speedup: a bfloat16/float32 speed ratio to use instead of measuring.
+
+    Returns:
+        ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+
+    Raises:
+        MtlError: an unknown mode.
+
     Example:
         >>> mixed_precision_policy("auto", compute_capabilities=[(7, 0)])
         'mixed_float16'
@@ -290,6 +345,16 @@ def set_mixed_precision(mode: str = "auto", print_fn=None) -> str:
     the task heads keep their outputs in float32. ``print_fn`` (e.g. ``print``) receives one line
     saying what was chosen and why, e.g. ``mixed precision auto: float32 (CPU has no native bfloat16:
     avx512_bf16/amx_bf16 absent)``.
+
+    Args:
+        mode: ``auto``, ``float16``, ``bfloat16`` or ``off``.
+        print_fn: a callable taking one string (the choice and its reason), or ``None`` for silence.
+
+    Returns:
+        The policy name set (``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``).
+
+    Raises:
+        MtlError: an unknown mode.
 
     Example:
         >>> set_mixed_precision("off", print_fn=print)

@@ -30,6 +30,18 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int = 0,
     Keras' own ``CosineDecay`` (with its ``warmup_target``) does both; ``constant`` keeps ``peak``
     after the warm-up.
 
+    Args:
+        peak: the peak learning rate, a positive finite number.
+        total_steps: the run's optimizer steps; 0 or less (unknown length) gives the constant ``peak``.
+        warmup_steps: steps of the linear warm-up (>= 0, capped at ``total_steps``).
+        schedule: ``cosine`` (default) or ``constant``.
+
+    Returns:
+        A ``keras.optimizers.schedules.CosineDecay``, or the float ``peak`` where nothing changes.
+
+    Raises:
+        MtlError: an unknown schedule, a non-positive peak, or negative warm-up steps.
+
     Example:
         >>> s = learning_rate_schedule(1.0, total_steps=110, warmup_steps=10)
         >>> [round(float(s(k)), 3) for k in (0, 5, 10, 110)]
@@ -77,6 +89,20 @@ def make_optimizer(
     ``adamw`` (decoupled decay, default 1e-4 here) and ``sgd`` (Nesterov momentum 0.9, L2-style
     decay 5e-5) leave BatchNorm scales/shifts and biases undecayed; ``adam`` has no decay.
 
+    Args:
+        name: ``adamw`` (default), ``adam`` or ``sgd`` (case-insensitive).
+        learning_rate: the peak learning rate.
+        total_steps: the run's optimizer steps, for the schedule (0: constant rate).
+        warmup_steps: steps of the linear warm-up.
+        schedule: ``cosine`` or ``constant``.
+        weight_decay: the decay (finite, >= 0); ``None`` takes 1e-4 (adamw), 5e-5 (sgd), none (adam).
+
+    Returns:
+        A ``keras.optimizers.Optimizer`` (``AdamW``, ``Adam`` or ``SGD``).
+
+    Raises:
+        MtlError: an unknown optimizer, a bad schedule or decay, or a weight decay with ``adam``.
+
     Example:
         >>> type(make_optimizer("sgd", 0.1, total_steps=10)).__name__
         'SGD'
@@ -106,6 +132,14 @@ def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None
     """Apply the recipe's per-task settings in place: label smoothing on every task type that has it,
     and ``depends_on`` (``{task: (other, ...)}``, e.g. from ``--depends-on``); returns ``tasks``.
 
+    Args:
+        tasks: the ``Task`` objects to change (in place).
+        label_smoothing: set on every task that has a ``label_smoothing`` attribute (0 for none).
+        depends_on: ``{task name: (other task names)}``; tasks not in it keep theirs.
+
+    Returns:
+        ``tasks``, the same list.
+
     Example:
         >>> from mtl_keras.tasks import ClassificationTask
         >>> [t] = configure_tasks([ClassificationTask("shape", ["a", "b"])], 0.1, {"shape": ("mask",)})
@@ -129,6 +163,10 @@ DEFAULTS = {"optimizer": "adamw", "learning_rate": 2e-3, "warmup": 0.1, "label_s
 def add_recipe_arguments(parser, schedule: bool = True) -> None:
     """The recipe's command-line flags, shared by ``mtl-keras train`` and ``compare``.
 
+    Args:
+        parser: the ``argparse.ArgumentParser`` to add the flags to.
+        schedule: also add ``--lr-schedule`` (``compare`` leaves it out).
+
     Example:
         >>> import argparse
         >>> p = argparse.ArgumentParser(); add_recipe_arguments(p)
@@ -151,6 +189,12 @@ def add_recipe_arguments(parser, schedule: bool = True) -> None:
 
 def check_recipe_arguments(args) -> None:
     """One-line errors for impossible recipe flags, before anything heavy runs.
+
+    Args:
+        args: the parsed ``argparse.Namespace`` of the recipe flags (``weight_decay`` optional).
+
+    Raises:
+        MtlError: an unknown optimizer or a flag out of its range.
 
     Example:
         >>> import argparse
