@@ -35,6 +35,17 @@ def delta_m(multi: dict, single: dict, higher_is_better: dict) -> float:
     The sign is + for metrics where higher is better and − where lower is better, so Δm > 0 means
     the multi-task model beats the single-task baselines on average.
 
+    Args:
+        multi: ``{task: metric}`` of the multi-task model.
+        single: ``{task: metric}`` of the single-task baselines; its tasks are the ones averaged.
+        higher_is_better: ``{task: bool}``, each metric's direction.
+
+    Returns:
+        Δm in percent, a float rounded to 6 decimals.
+
+    Raises:
+        MtlError: no task, a task missing from ``multi`` or ``higher_is_better``, a non-finite or zero baseline.
+
     Example:
         >>> delta_m({"iou": 0.6, "mae": 0.3}, {"iou": 0.5, "mae": 0.2}, {"iou": True, "mae": False})
         -15.0
@@ -62,6 +73,15 @@ def seed_summary(values) -> dict:
     With one value there is no spread to estimate, so ``std`` and ``se`` are None rather than a
     reassuring 0.
 
+    Args:
+        values: the per-seed values (numbers, at least one).
+
+    Returns:
+        ``{"mean", "std", "se", "n"}``; ``std`` and ``se`` are None for one value.
+
+    Raises:
+        MtlError: no value.
+
     Example:
         >>> seed_summary([1.0, 3.0])
         {'mean': 2.0, 'std': 1.4142135623730951, 'se': 1.0, 'n': 2}
@@ -86,6 +106,12 @@ def delta_m_summary(per_seed) -> dict:
     Δm is undefined (None) makes the whole summary None: averaging only the seeds that happened to
     be defined would quietly select them.
 
+    Args:
+        per_seed: Δm of each seed (floats, or None where undefined).
+
+    Returns:
+        ``{"mean", "std", "se", "n", "significant"}`` (rounded to 6 decimals); all but ``n`` None when a Δm is None.
+
     Example:
         >>> delta_m_summary([2.0, 4.0, 6.0])
         {'mean': 4.0, 'std': 2.0, 'se': 1.154701, 'n': 3, 'significant': True}
@@ -107,6 +133,13 @@ def format_table(result: dict) -> str:
     With several seeds (``result["seeds"]`` from ``compare(..., seeds=N)``) each cell is the mean
     ± sample std over seeds and Δm is its mean ± standard error; a line under the table names the
     seeds and the tasks each multi-task run loses on against its single-task model, on average.
+
+    Args:
+        result: a ``compare`` result: ``tasks``, ``metric``, ``higher_is_better``, ``single``, ``multi``,
+            ``delta_m``, and with seeds ``seeds``, ``std``, ``delta_m_stats``.
+
+    Returns:
+        The table as one string (lines joined by newlines), the seeds note under it when ``seeds`` is set.
 
     Example:
         >>> r = {"tasks": ["shape"], "metric": {"shape": "accuracy"}, "higher_is_better": {"shape": True},

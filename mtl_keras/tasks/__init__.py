@@ -33,6 +33,15 @@ __all__ = [
 def from_config(config: dict) -> Task:
     """Rebuild a task from ``task.get_config()``.
 
+    Args:
+        config: a dict from ``Task.get_config()``; its ``kind`` selects the registered task type.
+
+    Returns:
+        A new ``Task`` of that type.
+
+    Raises:
+        MtlError: an unknown task type.
+
     Example:
         >>> from_config(BoxTask("box").get_config()).name
         'box'
@@ -42,6 +51,15 @@ def from_config(config: dict) -> Task:
 
 def check_unique(tasks) -> list[Task]:
     """Validate a task list: non-empty, Task objects, unique names, known dependencies.
+
+    Args:
+        tasks: an iterable of ``Task`` objects.
+
+    Returns:
+        The tasks, as a list in the same order.
+
+    Raises:
+        MtlError: no task, a non-Task, a repeated name, or a ``depends_on`` that is not a valid task.
 
     Example:
         >>> len(check_unique([BoxTask("box")]))

@@ -103,6 +103,13 @@ class Task:
 
         ``features`` holds the trunk taps (``c3``, ``c4``, ``c5``) and ``pooled`` (the shared
         global-average vector); ``extra`` are the outputs of the tasks this one ``depends_on``.
+
+        Args:
+            features: ``{"c3", "c4", "c5": map tensors, "pooled": [B, C] tensor, ...}`` of the shared trunk.
+            extra: the summaries of the tasks this one ``depends_on`` (``summary_for``), or ``None``.
+
+        Returns:
+            The head's symbolic output tensor, produced by a layer named after the task.
         """
         return self.mlp(features["pooled"], extra)
 
@@ -111,6 +118,13 @@ class Task:
 
         ``extra``: what this head reads of the tasks it ``depends_on``, each summarised by that
         task's ``summary_for`` (a vector per image).
+
+        Args:
+            x: the input vector tensor, ``[B, C]`` (usually ``features["pooled"]``).
+            extra: the summaries of the tasks this one ``depends_on``, concatenated to ``x``; ``None`` for none.
+
+        Returns:
+            The output tensor of ``output_layer()``, ``[B, num_outputs]``.
         """
         if extra:
             x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra])
@@ -127,6 +141,14 @@ class Task:
         the image: for a segmentation softmax that is the share of the image each class covers. It
         is then standardised (BatchNormalization), so its few values are not drowned by the
         thousands of pooled features. Layers are named ``{reader}_pool_{index}[_bn]``.
+
+        Args:
+            reader: the name of the task whose head reads this output.
+            output: this task's symbolic output tensor.
+            index: the position of this task in the reader's ``depends_on`` (for unique layer names).
+
+        Returns:
+            ``output`` itself when it is not a 4-D map, else a ``[B, C]`` pooled, batch-normalised tensor.
         """
         if len(output.shape) != 4:
             return output
@@ -145,16 +167,38 @@ class Task:
 
     # ----- data side (runs inside tf.data) ----------------------------------------------------
     def encode(self, label, image_size):
-        """Turn one sample's raw label into ``(target, weight)``; weight 0 marks a missing label."""
+        """Turn one sample's raw label into ``(target, weight)``; weight 0 marks a missing label.
+
+        Args:
+            label: one sample's raw label tensor, in the task type's label format.
+            image_size: side of the square model input, in pixels.
+
+        Returns:
+            ``(target, weight)``: a tensor matching ``target_signature`` and a float32 scalar.
+        """
         raise NotImplementedError
 
     def target_signature(self, image_size: int) -> tf.TensorSpec:
-        """Shape and dtype of one sample's encoded target."""
+        """Shape and dtype of one sample's encoded target.
+
+        Args:
+            image_size: side of the square model input, in pixels.
+
+        Returns:
+            A ``tf.TensorSpec`` without the batch axis.
+        """
         raise NotImplementedError
 
     # ----- person side ------------------------------------------------------------------------
     def decode(self, output) -> dict:
-        """Turn one sample's raw output (numpy) into something a person (and JSON) can read."""
+        """Turn one sample's raw output (numpy) into something a person (and JSON) can read.
+
+        Args:
+            output: one sample's head output, a numpy array without the batch axis.
+
+        Returns:
+            A JSON-safe dict (the keys depend on the task type).
+        """
         raise NotImplementedError
 
     def card_decoding(self) -> dict:

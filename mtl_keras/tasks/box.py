@@ -20,6 +20,13 @@ BOX_COORDS = ("y1", "x1", "y2", "x2")
 def box_iou(y_true, y_pred):
     """Element-wise IoU of two batches of ``rel_yxyx`` boxes.
 
+    Args:
+        y_true: boxes ``[..., 4]`` as ``(ymin, xmin, ymax, xmax)`` in 0..1.
+        y_pred: boxes of the same shape.
+
+    Returns:
+        A float32 tensor ``[...]`` of IoUs (0 where both boxes are empty).
+
     Example:
         >>> import numpy as np
         >>> float(box_iou(np.array([[0, 0, .5, .5]]), np.array([[0, 0, .5, .25]]))[0])

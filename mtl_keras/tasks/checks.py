@@ -21,6 +21,15 @@ from mtl_keras.errors import LABEL_END, LABEL_MARKER
 def assert_label(ok, task: str, value, allowed: str):
     """An assert op: when ``ok`` is false, fail with "task 'x': label VALUE is not ALLOWED".
 
+    Args:
+        ok: a boolean scalar tensor, the check.
+        task: the task name, for the message.
+        value: the label tensor to show (at most 8 values).
+        allowed: what the label should be, in words (``"a class index in 0..5"``).
+
+    Returns:
+        The ``tf.debugging.Assert`` op; run it through ``tf.control_dependencies``.
+
     Example:
         >>> import tensorflow as tf
         >>> assert_label(tf.constant(False), "shape", tf.constant(9), "a class index in 0..5")

@@ -51,7 +51,18 @@ class CocoEvaluator:
         self.dt: list[dict] = []
 
     def add(self, gt_boxes, gt_classes, boxes, scores, classes) -> None:
-        """One image: its true boxes/classes and its detections (``rel_yxyx``, class indices)."""
+        """One image: its true boxes/classes and its detections (``rel_yxyx``, class indices).
+
+        Args:
+            gt_boxes: the true boxes ``[n, 4]``, ``(ymin, xmin, ymax, xmax)`` in 0..1.
+            gt_classes: their class indices ``[n]``, in ``0..num_classes-1``.
+            boxes: the detected boxes ``[m, 4]``, same format.
+            scores: their confidences ``[m]``.
+            classes: their class indices ``[m]``.
+
+        Raises:
+            MtlError: a class index outside ``0..num_classes-1``.
+        """
         image_id = len(self.images) + 1  # pycocotools treats id 0 as "unmatched"
         s = self.image_size
         self.images.append({"id": image_id, "width": s, "height": s})
@@ -101,6 +112,18 @@ def coco_map(ground_truth, detections, num_classes: int, image_size: int = 512) 
 
     ``ground_truth``: per image ``(boxes [n, 4] rel_yxyx, classes [n])``; ``detections``: per image
     a dict with ``boxes``, ``scores``, ``classes`` (what ``demo.decoding.decode_detections`` returns).
+
+    Args:
+        ground_truth: per image, ``(boxes [n, 4], classes [n])``.
+        detections: per image, ``{"boxes": [m, 4], "scores": [m], "classes": [m]}``.
+        num_classes: the number of classes.
+        image_size: the pixel size the relative boxes are scaled to (sets COCO's area ranges).
+
+    Returns:
+        ``{"map": float, "map50": float}``; NaN when there is no ground-truth box.
+
+    Raises:
+        MtlError: the two lists differ in length, fewer than one class, or a class index out of range.
 
     Example:
         >>> gt = [(np.array([[0, 0, .5, .5]]), np.array([0]))]

@@ -113,6 +113,13 @@ def targets_to_boxes(target: np.ndarray, num_classes: int) -> tuple[np.ndarray, 
 
     Exact except where two objects share a centre cell (the encoding keeps one box there).
 
+    Args:
+        target: one image's encoded target, ``[H, W, C + 5]`` (class heatmaps, size, offset, centre mask).
+        num_classes: C, the number of classes.
+
+    Returns:
+        ``(boxes, classes)``: float32 ``[n, 4]`` ``(ymin, xmin, ymax, xmax)`` in 0..1 and int32 ``[n]``.
+
     Example:
         >>> t = DetectionTask("objects", classes=["a", "b"])
         >>> y = t.encode({"boxes": np.array([[.2, .2, .6, .6], [-1, -1, -1, -1]]), "labels": np.array([1, -1])}, 32)[0]
@@ -224,6 +231,17 @@ class DetectionTask(Task):
 
     # ----- data side --------------------------------------------------------------------------
     def grid_size(self, image_size: int) -> int:
+        """The side of the detection output grid for a square input of ``image_size``.
+
+        Args:
+            image_size: side of the square model input, in pixels (a multiple of ``OUTPUT_STRIDE``).
+
+        Returns:
+            ``image_size // OUTPUT_STRIDE``.
+
+        Raises:
+            MtlError: ``image_size`` is not a multiple of ``OUTPUT_STRIDE``.
+        """
         if int(image_size) % OUTPUT_STRIDE:
             raise MtlError(f"image size must be a multiple of {OUTPUT_STRIDE} for detection, got {image_size}")
         return int(image_size) // OUTPUT_STRIDE
@@ -355,6 +373,17 @@ class DetectionTask(Task):
 
         ``targets``/``outputs`` are the encoded targets and model outputs of every image, stacked;
         images with weight 0 are left out. Ground truth is read back from the encoded targets.
+
+        Args:
+            targets: the encoded targets, ``[N, H, W, C + 5]``.
+            outputs: the model outputs, ``[N, H, W, C + 4]``.
+            weights: the sample weights, ``[N]`` (0: no label, left out).
+
+        Returns:
+            ``{"map": float, "map50": float}``; NaN when no image has a ground-truth box.
+
+        Raises:
+            MtlError: outputs whose shape does not match the targets and classes.
 
         Example:
             >>> t = DetectionTask("objects", classes=["a"])
