@@ -30,6 +30,15 @@ CARD_VERSION = 1
 def new_card(tasks, image_size: int, source: dict) -> dict:
     """The shared part of a card for a model with ``tasks`` (in output order of meaning).
 
+    Args:
+        tasks: the model's ``Task`` objects, in output order.
+        image_size: side of the square model input, in pixels.
+        source: where the model came from (run folder, data, ...), stored as given (JSON-safe).
+
+    Returns:
+        The card dict (``format``, ``version``, ``created``, ``input``, ``tasks``, ``source``, ``exported_with``,
+        and an empty ``files`` for ``file_entry`` results).
+
     Example:
         >>> from mtl_keras.tasks import BoxTask
         >>> new_card([BoxTask("box")], 32, {"data": "shapes"})["tasks"][0]["kind"]
@@ -65,6 +74,19 @@ def new_card(tasks, image_size: int, source: dict) -> dict:
 def file_entry(data: bytes, mode: str, lite_model, float_heads=(), calibration=None, validation=None,
                float_layers=()) -> dict:
     """The per-file part of a card: mode, size, checksum, input/output tensors and their quantization.
+
+    Args:
+        data: the .tflite file's bytes (size and SHA-256 are taken from them).
+        mode: the export mode (``fp32``, ``fp16``, ``int8``, ...).
+        lite_model: a ``demo.runner.LiteModel`` of the file (input and output tensor details).
+        float_heads: the heads kept in float in a quantized file.
+        calibration: how the quantized file was calibrated (JSON-safe), or ``None``.
+        validation: how the file compared with the Keras model (JSON-safe), or ``None``.
+        float_layers: the layers kept in float in a quantized file.
+
+    Returns:
+        ``{"mode", "size_bytes", "sha256", "input", "outputs", "float_heads", "float_layers", "calibration",
+        "validation"}``; ``quantization`` is None for a float tensor.
 
     Example:
         >>> entry = file_entry(tflite_bytes, "int8", LiteModel(path))  # doctest: +SKIP

@@ -41,6 +41,17 @@ def compare(float_model, quantized_model, images: np.ndarray) -> list[dict]:
     (the Keras layer), ``relative_error``, ``steps_per_std`` (the float spread in int8 steps),
     ``float_std``, ``float_max``, ``scale``, ``tensor``.
 
+    Args:
+        float_model: the float .tflite file, a path or its bytes.
+        quantized_model: the quantized .tflite file of the same model, a path or its bytes.
+        images: uint8 ``[N, S, S, 3]`` images at the model input size (N >= 1).
+
+    Returns:
+        A list of row dicts (the keys of ``COLUMNS``), sorted by execution order.
+
+    Raises:
+        MtlError: ``images`` is not a non-empty 4-D batch.
+
     Example:
         >>> compare(b"", b"", np.zeros((0, 8, 8, 3), np.uint8))
         Traceback (most recent call last):
@@ -103,6 +114,12 @@ def stage_errors(rows: list[dict]) -> list[tuple[str, float]]:
     A stage is a layer name's prefix before ``_block`` (``conv4_block2_out`` -> ``conv4``); other
     layers count under their own name's first word (``shape_logits`` -> ``shape``).
 
+    Args:
+        rows: rows of ``compare`` (``layer`` and ``relative_error`` are read).
+
+    Returns:
+        ``[(stage, largest relative error)]`` in the order stages first appear; NaN rows are left out.
+
     Example:
         >>> stage_errors([{"layer": "conv4_block1_out", "relative_error": 0.1},
         ...               {"layer": "conv5_block1_out", "relative_error": 0.3},
@@ -121,6 +138,12 @@ def stage_errors(rows: list[dict]) -> list[tuple[str, float]]:
 
 def summary(rows: list[dict]) -> str:
     """One line for the report: the error reached in each stage, and the tensors int8 cannot resolve.
+
+    Args:
+        rows: rows of ``compare`` (``layer``, ``relative_error``, ``steps_per_std``).
+
+    Returns:
+        The line, a string.
 
     Example:
         >>> summary([{"layer": "conv5_block1_out", "relative_error": 0.3, "steps_per_std": 0.4}])
@@ -142,6 +165,12 @@ def keras_layer(tensor_name: str) -> str:
 
     A fused op names several layers; the first is the one whose output the tensor is.
 
+    Args:
+        tensor_name: the tensor's name in the .tflite file.
+
+    Returns:
+        The layer name (its ``_N`` suffix removed), or the name unchanged when it has no ``/``.
+
     Example:
         >>> keras_layer("mtl_1/box_hidden_1/MatMul;mtl_1/box_hidden_1/Relu")
         'box_hidden'
@@ -154,6 +183,12 @@ def keras_layer(tensor_name: str) -> str:
 
 def to_csv(rows: list[dict]) -> str:
     """``rows`` as CSV text (the columns of ``COLUMNS``).
+
+    Args:
+        rows: rows of ``compare`` (each must have every key of ``COLUMNS``).
+
+    Returns:
+        The CSV text, header line first, ``\\n`` line endings.
 
     Example:
         >>> to_csv([]).strip()

@@ -55,6 +55,14 @@ class Floor:
     higher_is_better: bool
 
     def check(self, metrics: dict) -> bool:
+        """Whether ``metrics`` meet this floor.
+
+        Args:
+            metrics: ``{task: {metric: value}}`` of one format.
+
+        Returns:
+            True when the value is finite and on the right side of ``bound``; False when it is missing or NaN.
+        """
         value = metrics.get(self.task, {}).get(self.metric)
         if value is None or not math.isfinite(value):
             return False
@@ -66,6 +74,16 @@ class Floor:
 
 def parse_floor(text: str, tasks) -> Floor:
     """``task=value`` (the task's primary metric) or ``task.metric=value``.
+
+    Args:
+        text: one ``--min-metric`` value, e.g. ``count=0.3`` or ``box.iou=0.5``.
+        tasks: the model's ``Task`` objects.
+
+    Returns:
+        A ``Floor``; its direction is the task's for its primary metric, else lower is better for mae/mse/loss.
+
+    Raises:
+        MtlError: no ``=``, a task the model does not have, or a value that is not a number.
 
     Example:
         >>> from mtl_keras.tasks import RegressionTask
@@ -91,6 +109,14 @@ def parse_floor(text: str, tasks) -> Floor:
 
 def drop_hints(tasks, keras_metrics: dict, int8_metrics: dict) -> list[str]:
     """Tasks whose primary metric fell more than their type's ``export_tolerance`` in int8, for ``--float-heads``.
+
+    Args:
+        tasks: the model's ``Task`` objects (a type with ``export_tolerance`` None is never hinted).
+        keras_metrics: ``{task: {metric: value}}`` of the Keras model.
+        int8_metrics: ``{task: {metric: value}}`` of the int8 file.
+
+    Returns:
+        The names of the tasks that dropped too far, in task order.
 
     Example:
         >>> from mtl_keras.tasks import BoxTask
@@ -119,7 +145,14 @@ def _fmt(v, spec=".3f", none="-"):
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    """The report as rows of strings: a header, the Keras reference, then one row per format."""
+    """The report as rows of strings: a header, the Keras reference, then one row per format.
+
+    Args:
+        report: the export report (``tasks``, ``keras``, ``formats``).
+
+    Returns:
+        A list of rows, each a list of strings of the same length; missing values are ``-``.
+    """
     tasks = report["tasks"]
     header = ["format", "status", "size MB", "x fp32", "latency ms", "x fp32", "parity"]
     header += [f"{t['name']} {t['metric']}" for t in tasks]
@@ -142,6 +175,12 @@ def table_rows(report: dict) -> list[list[str]]:
 def format_table(report: dict) -> str:
     """A plain-text table of ``table_rows``, columns aligned.
 
+    Args:
+        report: the export report (``tasks``, ``keras``, ``formats``).
+
+    Returns:
+        The table as one string, lines joined by newlines.
+
     Example:
         >>> r = {"tasks": [], "keras": {"metrics": {}}, "formats": []}
         >>> format_table(r).split()[:3]
@@ -154,6 +193,12 @@ def format_table(report: dict) -> str:
 
 def markdown(report: dict) -> str:
     """``report.md``: the table as Markdown, with what was measured and how.
+
+    Args:
+        report: the export report (also ``model``, ``data``, ``split``, ``images``, ``threads``, ``timing_runs``, ``notes``).
+
+    Returns:
+        The Markdown text, ending with a newline.
 
     Example:
         >>> r = {"tasks": [], "keras": {"metrics": {}}, "formats": [], "notes": [], "model": "m.keras",
