@@ -35,6 +35,16 @@ def local_peaks(heatmap: np.ndarray, kernel: int = 3) -> np.ndarray:
     This is CenterNet's replacement for non-maximum suppression: a cell is kept when it equals the
     max-pool of its neighbourhood. ``heatmap`` is ``[H, W, C]``.
 
+    Args:
+        heatmap: a ``[H, W, C]`` array (converted to float32).
+        kernel: the window side, odd (default 3).
+
+    Returns:
+        A boolean ``[H, W, C]`` array, True at the local maxima (ties included).
+
+    Raises:
+        ValueError: ``heatmap`` is not 3-D.
+
     Example:
         >>> h = np.array([[0.1, 0.2, 0.1], [0.2, 0.9, 0.3], [0.1, 0.3, 0.8]], np.float32)[..., None]
         >>> local_peaks(h)[..., 0].astype(int).tolist()
@@ -56,6 +66,18 @@ def decode_detections(
 
     Peak picking (3×3 max-pool), the ``top_k`` highest peaks over all classes, then
     ``score >= score_threshold``. Boxes are ``rel_yxyx`` clipped to [0, 1], best first.
+
+    Args:
+        output: one image's detection output, ``[H, W, C + 4]`` (class heatmaps, then h, w, dy, dx).
+        num_classes: C, the number of classes.
+        score_threshold: the lowest peak score kept (0..1).
+        top_k: at most this many objects.
+
+    Returns:
+        ``{"boxes": float32 [n, 4], "scores": float32 [n], "classes": int32 [n]}``, best first.
+
+    Raises:
+        ValueError: ``output`` is not ``[H, W, num_classes + 4]``.
 
     Example:
         >>> det = decode_detections(np.zeros((4, 4, 5), np.float32), num_classes=1)
@@ -86,6 +108,13 @@ def decode_detections(
 def detections_to_json(detections: dict, class_names) -> list[dict]:
     """``decode_detections`` output as a JSON-ready list, one dict per object.
 
+    Args:
+        detections: ``{"boxes", "scores", "classes"}`` as ``decode_detections`` returns it.
+        class_names: the class names, indexed by class.
+
+    Returns:
+        A list of ``{"label", "index", "score", "box_rel_yxyx"}`` dicts (4 decimals), in the given order.
+
     Example:
         >>> d = {"boxes": np.array([[0, 0, .5, .5]]), "scores": np.array([.9]), "classes": np.array([1])}
         >>> detections_to_json(d, ["cat", "dog"])
@@ -105,6 +134,15 @@ def detections_to_json(detections: dict, class_names) -> list[dict]:
 def decode_mask(probabilities: np.ndarray) -> np.ndarray:
     """Per-pixel class index (uint8 ``[H, W]``) from a ``[H, W, K]`` segmentation output.
 
+    Args:
+        probabilities: a ``[H, W, K]`` array of class scores.
+
+    Returns:
+        A uint8 ``[H, W]`` array of argmax class indices.
+
+    Raises:
+        ValueError: ``probabilities`` is not 3-D.
+
     Example:
         >>> decode_mask(np.array([[[0.2, 0.8], [0.9, 0.1]]])).tolist()
         [[1, 0]]
@@ -117,6 +155,13 @@ def decode_mask(probabilities: np.ndarray) -> np.ndarray:
 
 def mask_areas(mask: np.ndarray, class_names) -> dict:
     """Fraction of the image each class covers, for the classes that appear (largest first).
+
+    Args:
+        mask: a ``[H, W]`` array of class indices.
+        class_names: the class names, indexed by class (indices past the list are ignored).
+
+    Returns:
+        ``{class name: fraction of pixels}`` (4 decimals), classes with no pixel left out.
 
     Example:
         >>> mask_areas(np.array([[0, 1], [1, 1]], np.uint8), ["background", "square"])

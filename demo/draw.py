@@ -37,6 +37,13 @@ def _font(size: int = 14):
 def view_size(width: int, height: int) -> tuple[int, int]:
     """The size the picture is shown at: its longer side brought into [384, 1024] pixels.
 
+    Args:
+        width: the picture's width, in pixels.
+        height: the picture's height, in pixels.
+
+    Returns:
+        ``(width, height)`` in pixels, aspect ratio kept (each at least 1).
+
     Example:
         >>> view_size(64, 32), view_size(4000, 3000)
         ((384, 192), (1024, 768))
@@ -48,6 +55,12 @@ def view_size(width: int, height: int) -> tuple[int, int]:
 
 def task_color(index: int) -> tuple[int, int, int]:
     """The colour of the ``index``-th task of the card.
+
+    Args:
+        index: the task's position in the card (any int; the palette repeats).
+
+    Returns:
+        An ``(r, g, b)`` tuple of ints in 0..255.
 
     Example:
         >>> task_color(0)
@@ -74,6 +87,13 @@ def _label(draw, xy, text, color, font, bounds):
 def caption(task: dict, pred: dict) -> str | None:
     """The caption-panel line of a global task, or None for tasks drawn on the picture.
 
+    Args:
+        task: the card's task entry (``name``, ``kind``).
+        pred: the task's decoded prediction (``demo.heads.decode``).
+
+    Returns:
+        The line, or None for ``box`` and unknown kinds.
+
     Example:
         >>> caption({"name": "shape", "kind": "classification"}, {"label": "star", "score": 0.93})
         'shape: star (0.93)'
@@ -99,6 +119,14 @@ def annotate(image: np.ndarray, tasks: list, predictions: dict) -> tuple[Image.I
 
     ``tasks`` are the model card's task entries, ``predictions`` the decoded outputs by task name.
     Masks first (under everything), then detected objects, then single boxes, then the captions.
+
+    Args:
+        image: the picture, uint8 ``[H, W, 3]`` RGB.
+        tasks: the model card's task entries (``name``, ``kind``, optional ``decoding``, ``classes``).
+        predictions: ``{task name: decoded prediction}``; tasks without one are not drawn.
+
+    Returns:
+        ``(picture, drawn)``: an RGB ``PIL.Image`` at ``view_size`` (captions below) and ``{task: details}``.
 
     Example:
         >>> t = [{"name": "c", "kind": "classification"}]

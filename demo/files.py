@@ -21,6 +21,10 @@ import tempfile
 def write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically; on any error the old file (if any) is left as it was.
 
+    Args:
+        path: the destination file; its folder must exist.
+        data: the bytes to write.
+
     Example:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "x.bin"); write_bytes(p, b"abc"); open(p, "rb").read()
@@ -59,6 +63,10 @@ def default_file_mode() -> int:
 def write_text(path, text: str) -> None:
     """``write_bytes`` for UTF-8 text.
 
+    Args:
+        path: the destination file; its folder must exist.
+        text: the text, written as UTF-8.
+
     Example:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "x.md"); write_text(p, "# hi"); open(p).read()
@@ -69,6 +77,10 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     """``write_bytes`` for JSON (indented, NaN written as null so every JSON reader accepts it).
+
+    Args:
+        path: the destination file; its folder must exist.
+        obj: a JSON-serialisable object (NaN floats become null).
 
     Example:
         >>> import tempfile, os, json

@@ -22,6 +22,12 @@ def _e(text) -> str:
 def conversions_line(record: dict) -> str:
     """The small caption line saying how a picture was converted for the model ('' when it was not).
 
+    Args:
+        record: one image's record of ``predictions.json`` (its ``conversions`` list is read).
+
+    Returns:
+        An HTML ``<div>`` string, or ``""``.
+
     Example:
         >>> conversions_line({"conversions": ["grayscale → RGB", "EXIF rotated 90°"]})
         '<div class=conv>converted: grayscale → RGB; EXIF rotated 90°</div>'
@@ -34,6 +40,12 @@ def conversions_line(record: dict) -> str:
 
 def render(predictions: dict) -> str:
     """The gallery page for a ``predictions.json`` document.
+
+    Args:
+        predictions: the ``predictions.json`` document (``model``, ``images``, ``failures``, ``latency``, ...).
+
+    Returns:
+        The complete HTML page, a string.
 
     Example:
         >>> render({"model": "m", "images": [], "failures": [], "latency": {}, "delegate": ""}).startswith("<!doctype html>")

@@ -23,6 +23,14 @@ def classification(output, classes, top_k: int | None = 1) -> dict:
 
     ``top_k=None`` leaves the ``top`` list out (the library's ``predictions.json`` has none).
 
+    Args:
+        output: one sample's class probabilities ``[K]`` (any shape, flattened).
+        classes: the class names, indexed by class.
+        top_k: how many classes the ``top`` list gives (at least 1), or None for no list.
+
+    Returns:
+        ``{"label", "index", "score"[, "top"]}``, scores rounded to 4 decimals.
+
     Example:
         >>> classification(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"])
         {'label': 'b', 'index': 1, 'score': 0.7, 'top': [['b', 0.7]]}
@@ -41,6 +49,14 @@ def classification(output, classes, top_k: int | None = 1) -> dict:
 def multilabel(output, classes, threshold: float = 0.5) -> dict:
     """The classes whose sigmoid score reaches ``threshold``, and every class's score.
 
+    Args:
+        output: one sample's per-class sigmoid scores ``[K]``.
+        classes: the class names, indexed by class.
+        threshold: the lowest score that counts as present (0..1).
+
+    Returns:
+        ``{"labels": [names], "scores": {name: score}}``, scores rounded to 4 decimals.
+
     Example:
         >>> multilabel(np.array([0.9, 0.2]), ["a", "b"])
         {'labels': ['a'], 'scores': {'a': 0.9, 'b': 0.2}}
@@ -53,6 +69,12 @@ def multilabel(output, classes, threshold: float = 0.5) -> dict:
 def box(output) -> dict:
     """One ``rel_yxyx`` box (fractions of the image height and width).
 
+    Args:
+        output: one sample's box output (its first 4 values are used).
+
+    Returns:
+        ``{"box_rel_yxyx": [ymin, xmin, ymax, xmax]}``, rounded to 4 decimals.
+
     Example:
         >>> box(np.array([0.1, 0.2, 0.5, 0.6]))
         {'box_rel_yxyx': [0.1, 0.2, 0.5, 0.6]}
@@ -63,6 +85,12 @@ def box(output) -> dict:
 
 def regression(output) -> dict:
     """The predicted value (a list for a vector target).
+
+    Args:
+        output: one sample's regression output (any shape, flattened).
+
+    Returns:
+        ``{"value": float}``, or ``{"value": [floats]}`` for several values, rounded to 4 decimals.
 
     Example:
         >>> regression(np.array([2.6]))
@@ -75,6 +103,15 @@ def regression(output) -> dict:
 def detection(output, classes, score_threshold: float = 0.3, max_objects: int = 100) -> dict:
     """Objects (label, score, box) from a detection heatmap output, via ``demo.decoding``.
 
+    Args:
+        output: one image's detection output, ``[H, W, C + 4]``.
+        classes: the C class names.
+        score_threshold: the lowest peak score kept (0..1).
+        max_objects: at most this many objects.
+
+    Returns:
+        ``{"objects": [{"label", "index", "score", "box_rel_yxyx"}]}``, best first.
+
     Example:
         >>> detection(np.zeros((4, 4, 5), np.float32), ["a"])
         {'objects': []}
@@ -86,6 +123,13 @@ def detection(output, classes, score_threshold: float = 0.3, max_objects: int = 
 
 def segmentation(output, classes) -> dict:
     """A per-pixel class map (``mask``, uint8, not written to JSON) and the share of each class.
+
+    Args:
+        output: one image's segmentation output, ``[H, W, K]`` class scores.
+        classes: the K class names.
+
+    Returns:
+        ``{"areas": {name: fraction}, "mask": uint8 [H, W]}``.
 
     Example:
         >>> r = segmentation(np.array([[[0.9, 0.1], [0.2, 0.8]]]), ["background", "a"])
@@ -101,6 +145,18 @@ def decode(task: dict, output, score_threshold: float | None = None, max_objects
 
     ``score_threshold`` overrides the card's threshold of multi-label and detection heads,
     ``max_objects`` the most objects a detection head reports.
+
+    Args:
+        task: the card's task entry (``kind``, ``classes``, optional ``decoding``).
+        output: one sample's output of that head (numpy, no batch axis).
+        score_threshold: overrides the card's threshold (multilabel, detection); None keeps it.
+        max_objects: overrides the card's object limit (detection); None keeps it.
+
+    Returns:
+        The decoded dict of the task's kind (see the functions above).
+
+    Raises:
+        ValueError: a kind this demo cannot decode.
 
     Example:
         >>> decode({"name": "count", "kind": "regression"}, np.array([3.0]))

@@ -31,6 +31,12 @@ def find_images(paths) -> list[str]:
 
     Missing paths and folders without pictures are kept, so each gets its own reason later.
 
+    Args:
+        paths: files and folders (str or path-like).
+
+    Returns:
+        A list of paths: files as given, each folder's pictures (or the folder itself when it has none).
+
     Example:
         >>> find_images([]) == []
         True
@@ -55,6 +61,17 @@ def load_image(path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> 
 
     Kept for callers that only want the pixels; ``read_picture`` also says what was converted.
 
+    Args:
+        path: the picture file.
+        min_side: the smallest width or height accepted, in pixels.
+        max_pixels: the most pixels decoded.
+
+    Returns:
+        A uint8 ``[H, W, 3]`` RGB array.
+
+    Raises:
+        ImageError: the file is missing, not a picture, too small, too large or corrupt.
+
     Example:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "g.png"); Image.new("L", (32, 32), 9).save(p)
@@ -66,6 +83,13 @@ def load_image(path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     """Stretch to the model's square input, bilinear (as the training pipeline resizes).
+
+    Args:
+        image: a uint8 ``[H, W, 3]`` array.
+        size: side of the square model input, in pixels.
+
+    Returns:
+        A uint8 ``[size, size, 3]`` array (``image`` itself when it already has that size).
 
     Example:
         >>> resize_for_model(np.zeros((30, 40, 3), np.uint8), 16).shape

@@ -27,6 +27,15 @@ SUPPORTED_VERSIONS = (1,)
 def load_card(model_path) -> dict:
     """The card beside ``model_path``, checked against the file; returns the card with ``file`` = its entry.
 
+    Args:
+        model_path: the .tflite file; ``model_card.json`` is read from its folder.
+
+    Returns:
+        The card dict, with ``file`` set to the model file's entry of ``files``.
+
+    Raises:
+        ModelError: no card, unreadable JSON, not a card, an unsupported version, an unlisted file, a checksum mismatch.
+
     Example:
         >>> card = load_card("runs/x/export/model_int8.tflite")  # doctest: +SKIP
         >>> card["file"]["mode"]                                 # doctest: +SKIP
@@ -63,6 +72,13 @@ def load_card(model_path) -> dict:
 
 def check_outputs(card: dict, output_names) -> None:
     """The model's output names must be exactly the card's task names.
+
+    Args:
+        card: the model card (its ``tasks`` names are read).
+        output_names: the model's output names.
+
+    Raises:
+        ModelError: the two sets of names differ.
 
     Example:
         >>> check_outputs({"tasks": [{"name": "box"}]}, ["box"])

@@ -73,6 +73,19 @@ def read_picture(path, size: int | None = None, background=WHITE, min_side: int 
     decoded or reduced at 1/2, 1/4 or 1/8 scale, never below it. ``background``: the RGB colour
     transparent pixels are composited onto (white by default). See the module docstring for every rule.
 
+    Args:
+        path: the picture file (str or path-like).
+        size: the model input side, allowing a reduced-scale decode; ``None`` decodes at full size.
+        background: the ``(r, g, b)`` colour under transparent pixels.
+        min_side: the smallest width or height accepted, in pixels.
+        max_pixels: the most pixels decoded.
+
+    Returns:
+        ``(pixels, notes)``: uint8 ``[H, W, 3]`` RGB and the conversions applied, as short strings.
+
+    Raises:
+        ImageError: the file is missing, a folder, empty, not a picture, too small, too large or corrupt.
+
     Example:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "a.png")

@@ -48,6 +48,13 @@ def verbose() -> bool:
 def drop_lines(text: str, noise: re.Pattern) -> str:
     """``text`` without the lines whose message (after any glog prefix) matches ``noise``.
 
+    Args:
+        text: captured output, several lines.
+        noise: a compiled pattern searched in each line's message.
+
+    Returns:
+        The kept lines, line endings unchanged.
+
     Example:
         >>> drop_lines("I0000 00:00:1.2 9 port.cc:1] chatter\\nreal\\n", re.compile("^chatter"))
         'real\\n'

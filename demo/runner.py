@@ -107,6 +107,16 @@ class LiteModel:
     def predict(self, images, batch_size: int = 32) -> dict:
         """``{task: float32 [N, ...]}`` for RGB images ``[N, S, S, 3]`` (uint8 or float in 0..255).
 
+        Args:
+            images: RGB images ``[N, S, S, 3]`` at the model input size, uint8 or float in 0..255.
+            batch_size: images per interpreter call.
+
+        Returns:
+            ``{task: float32 array [N, ...]}``, quantized outputs dequantized.
+
+        Raises:
+            ValueError: the images are not ``[N, S, S, 3]`` at the model's input size.
+
         Example:
             >>> sorted(LiteModel(path).predict(images))  # doctest: +SKIP
             ['box', 'shape']
@@ -121,6 +131,17 @@ class LiteModel:
 
     def time_ms(self, image, runs: int = 30, warmup: int = 3) -> list[float]:
         """Wall-clock milliseconds of ``runs`` single-image calls, after ``warmup`` untimed ones.
+
+        Args:
+            image: an RGB image ``[S, S, 3]`` or a batch (its first image is used), uint8 or float in 0..255.
+            runs: the number of timed calls.
+            warmup: the number of untimed calls first.
+
+        Returns:
+            The ``runs`` call times, in milliseconds.
+
+        Raises:
+            ValueError: the image is not ``[S, S, 3]`` at the model's input size.
 
         Example:
             >>> len(LiteModel(path).time_ms(image, runs=5))  # doctest: +SKIP
@@ -155,6 +176,12 @@ class LiteModel:
 
 def latency_summary(times_ms) -> dict:
     """First, median and p90 latency (ms) and images/s from per-call times.
+
+    Args:
+        times_ms: per-call times in milliseconds, the first call first.
+
+    Returns:
+        ``{"first_ms", "median_ms", "p90_ms", "images_per_s", "runs"}``; values None when there is no time.
 
     Example:
         >>> latency_summary([10.0, 2.0, 4.0, 3.0])

@@ -50,6 +50,15 @@ class Scene:
 def class_names(source: str) -> tuple[str, ...]:
     """Class names of an object source.
 
+    Args:
+        source: ``shapes`` or ``digits``.
+
+    Returns:
+        The class names, a tuple of strings.
+
+    Raises:
+        ValueError: an unknown source.
+
     Example:
         >>> class_names("shapes")[:2]
         ('circle', 'square')
@@ -64,6 +73,15 @@ def class_names(source: str) -> tuple[str, ...]:
 def main_label_name(source: str) -> str:
     """Name of the main-object class label: ``shape`` for shapes, ``digit`` for digits.
 
+    Args:
+        source: ``shapes`` or ``digits``.
+
+    Returns:
+        ``"shape"`` or ``"digit"``.
+
+    Raises:
+        ValueError: an unknown source.
+
     Example:
         >>> main_label_name("digits")
         'digit'
@@ -75,6 +93,15 @@ def main_label_name(source: str) -> str:
 def label_names(source: str) -> tuple[str, ...]:
     """Every label a scene of this source carries.
 
+    Args:
+        source: ``shapes`` or ``digits``.
+
+    Returns:
+        The label names, a tuple of strings, the main label first.
+
+    Raises:
+        ValueError: an unknown source.
+
     Example:
         >>> label_names("shapes")
         ('shape', 'color', 'present', 'box', 'count', 'objects', 'mask')
@@ -84,6 +111,17 @@ def label_names(source: str) -> tuple[str, ...]:
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator for one scene: splits draw from disjoint seed streams.
+
+    Args:
+        seed: the data seed.
+        split: ``train``, ``val`` or ``test``.
+        index: the scene's index in the split.
+
+    Returns:
+        A ``np.random.Generator`` seeded by ``(seed, split, index)``.
+
+    Raises:
+        ValueError: an unknown split.
 
     Example:
         >>> float(scene_rng(0, "val", 1).random()) != float(scene_rng(0, "test", 1).random())
@@ -186,6 +224,21 @@ def render_scene(
 
     ``sprites`` is ``(images, labels)`` of small grayscale glyphs, needed for ``source="digits"``
     (the library passes scikit-learn's handwritten digits).
+
+    Args:
+        seed: the data seed.
+        split: ``train``, ``val`` or ``test``.
+        index: the scene's index in the split.
+        image_size: side of the square image, in pixels (at least 16).
+        source: ``shapes`` or ``digits``.
+        max_objects: the most objects in a scene (at least 1; each scene has 1..max_objects).
+        sprites: ``(images, labels)`` glyphs for ``digits``; ``None`` for shapes.
+
+    Returns:
+        A ``Scene``: ``image`` uint8 ``[S, S, 3]`` and ``labels`` (see ``label_names``).
+
+    Raises:
+        ValueError: an unknown source or split, digits without sprites, a too small size or ``max_objects``.
 
     Example:
         >>> s = render_scene(seed=1, index=0, image_size=48, max_objects=2)
