@@ -48,6 +48,12 @@ _started = False
 def verbose_requested(argv=()) -> bool:
     """Whether the user asked to see TensorFlow's start-up lines: ``--verbose`` in ``argv``, or ``MTL_KERAS_VERBOSE``.
 
+    Args:
+        argv: the command line's arguments (without the program name).
+
+    Returns:
+        True when the start-up lines should be shown.
+
     Example:
         >>> verbose_requested(["train", "--verbose"])
         True
@@ -64,6 +70,12 @@ def start_tensorflow(verbose: bool = False):
     Idempotent; returns the ``tensorflow`` module. With ``verbose`` nothing is held back. (Later
     TensorFlow messages follow ``TF_CPP_MIN_LOG_LEVEL``, which mtl_keras sets to 2, errors only,
     unless the environment already sets it.)
+
+    Args:
+        verbose: show everything TensorFlow prints while it loads.
+
+    Returns:
+        The ``tensorflow`` module.
 
     Example:
         >>> start_tensorflow().config.list_physical_devices("CPU")[0].device_type

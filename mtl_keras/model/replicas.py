@@ -22,6 +22,13 @@ def one_replica_batch(batch, strategy=None):
     type" (keras-team/keras#20585, tensorflow/tensorflow#72388). Taking a local part needs no
     collective at all.
 
+    Args:
+        batch: a nest of tensors and ``PerReplica`` values (one distributed batch).
+        strategy: the strategy the batch comes from (default: the current one).
+
+    Returns:
+        The same nest with each distributed value replaced by its first local replica's part.
+
     Example:
         >>> import numpy as np
         >>> one_replica_batch((np.zeros((2, 3)), {"a": None}))[0].shape
@@ -39,6 +46,12 @@ def one_replica_batch(batch, strategy=None):
 
 def is_multi_worker(strategy=None) -> bool:
     """True under a ``MultiWorkerMirroredStrategy`` whose cluster has more than one worker.
+
+    Args:
+        strategy: a ``tf.distribute`` strategy (default: the current one).
+
+    Returns:
+        Whether ``fit`` needs the multi-worker workarounds.
 
     Example:
         >>> is_multi_worker(tf.distribute.get_strategy())
@@ -59,6 +72,13 @@ def logs_for_reduction(logs, strategy=None):
     that losses and metrics are ("Invalid reduction dimension 0 for input with 0 dimensions"; part
     of keras-team/keras#20585). A leading axis of length 1 makes that call the plain mean over the
     replicas, the same value Keras logs on one worker; elsewhere the logs pass unchanged.
+
+    Args:
+        logs: the step's ``{name: scalar}`` logs.
+        strategy: the strategy (default: the current one).
+
+    Returns:
+        ``logs``, each tensor with a leading axis of 1 across workers; unchanged otherwise.
 
     Example:
         >>> logs_for_reduction({"loss": 1.0}, tf.distribute.get_strategy())

@@ -22,6 +22,17 @@ def load_model(path, safe_mode: bool = True, compile: bool = True):
     ``safe_mode=True`` (the default) refuses ``Lambda`` layers and other arbitrary code; every layer,
     loss and metric of mtl_keras is registered, so its own models need nothing unsafe.
 
+    Args:
+        path: a ``.keras`` file written by ``model.save``.
+        safe_mode: refuse ``Lambda`` layers and other arbitrary code (pass False only for files you trust).
+        compile: recompile with the losses, weights, metrics and balancer it was saved with.
+
+    Returns:
+        The ``MultiTaskModel`` (or plain Keras model) stored in the file.
+
+    Raises:
+        MtlError: a missing file, a file that is not a ``.keras`` archive, or one that needs ``safe_mode=False``.
+
     Example:
         >>> load_model("missing.keras")
         Traceback (most recent call last):

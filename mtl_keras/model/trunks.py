@@ -53,6 +53,15 @@ TRUNKS = {
 def trunk_spec(name: str) -> TrunkSpec:
     """The spec of a registered trunk, or a clear error listing the registered ones.
 
+    Args:
+        name: a trunk name (``resnet50``, ``mobilenet_v3_small``, ``mobilenet_v3_large``).
+
+    Returns:
+        Its ``TrunkSpec`` (the Keras application and the layer names of its taps).
+
+    Raises:
+        MtlError: an unknown name, with the registered ones.
+
     Example:
         >>> trunk_spec("resnet50").preprocess
         'caffe'
@@ -77,6 +86,13 @@ def _taps_by_stride(model: keras.Model, image_size: int) -> dict:
 
 def zero_residual_gammas(layers, pattern: str) -> int:
     """Set the scale of every BatchNorm named like ``pattern`` to 0; return how many there were.
+
+    Args:
+        layers: the layers to look through (e.g. ``model.layers``).
+        pattern: a regular expression the BatchNorm layer names must match in full.
+
+    Returns:
+        How many BatchNorm scales were set to 0.
 
     Example:
         >>> import keras

@@ -25,6 +25,13 @@ def atomic_path(path, suffix: str = ""):
 
     On an exception the temporary file is removed and ``path`` is left as it was.
 
+    Args:
+        path: the file to write.
+        suffix: the temporary file's suffix (``.keras`` for Keras, which checks it).
+
+    Returns:
+        A context manager yielding the temporary path; nothing replaces ``path`` if the block raises.
+
     Example:
         >>> import os, tempfile
         >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
@@ -53,6 +60,10 @@ def write_json(path, obj) -> None:
 
     The writing itself is ``demo.files``' (TensorFlow-free, shared with export and the demo).
 
+    Args:
+        path: the JSON file to (re)write.
+        obj: dicts, lists, numbers, strings, numpy values.
+
     Example:
         >>> import os, tempfile, numpy as np
         >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
@@ -66,6 +77,10 @@ def write_json(path, obj) -> None:
 def write_text(path, text: str) -> None:
     """Write text atomically.
 
+    Args:
+        path: the file to (re)write.
+        text: its whole content.
+
     Example:
         >>> import os, tempfile
         >>> p = os.path.join(tempfile.mkdtemp(), "r.md"); write_text(p, "# ok"); open(p).read()
@@ -78,6 +93,10 @@ def write_text(path, text: str) -> None:
 def save_model(model, path) -> None:
     """``model.save(path)`` through a temporary ``.keras`` file and a rename.
 
+    Args:
+        model: a Keras model.
+        path: the ``.keras`` file to (re)write; the old one stays until the new one is complete.
+
     Example:
         >>> save_model(model, "runs/x/model.keras")  # doctest: +SKIP
     """
@@ -87,6 +106,15 @@ def save_model(model, path) -> None:
 
 def ensure_dir(path) -> str:
     """Create ``path`` (and parents) or say clearly why it cannot be a directory.
+
+    Args:
+        path: a folder to create if needed.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        MtlError: ``path`` is a file, cannot be created, or is not writable.
 
     Example:
         >>> import tempfile; ensure_dir(tempfile.mkdtemp()) != ""
