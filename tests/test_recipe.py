@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mtl_keras as mk
-from mtl_keras.cli.train import parse_depends_on
+from mtl_keras.cli.arguments import parse_depends_on
 from mtl_keras.errors import MtlError
 from mtl_keras.train.recipe import learning_rate_schedule, make_optimizer
 from mtl_keras.tasks.classification import SparseSmoothedCrossentropy

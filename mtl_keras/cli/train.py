@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from mtl_keras.cli.arguments import parse_depends_on, parse_loss_weights  # noqa: F401 (bench and tests import them here)
 from mtl_keras.errors import MtlError
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import RunDir, data_options
