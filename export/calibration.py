@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 
-from mtl_keras import data as data_lib
 from mtl_keras.errors import MtlError
 
 DEFAULT_COUNT = 300
@@ -58,6 +57,9 @@ def calibration_images(data: str, image_size: int, count: int = DEFAULT_COUNT, s
             f"int8 calibration on only {count} images; below {RECOMMENDED_MIN} some activation ranges are "
             "estimated from too few samples and accuracy can drop", stacklevel=2,
         )
+    # lazy: `python -m export` reads DEFAULT_COUNT for its flags before TensorFlow starts quietly
+    from mtl_keras import data as data_lib
+
     source = data_lib.get_source(data, **(data_options or {}))
     examples = source.examples(split, int(image_size), None)
     ds = data_lib.make_pipeline(examples.take(count), [], int(image_size), batch_size=64)

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from demo.quiet import GLOG_PREFIX, LITE_NOISE, held_stderr
 from mtl_keras.startup import STARTUP_NOISE, verbose_requested
 
@@ -22,9 +24,11 @@ def _user_env(**extra):
     return {**env, **extra}
 
 
-def test_the_first_line_a_user_sees_is_ours(tmp_path):
+@pytest.mark.parametrize("command", [["mtl_keras.cli", "evaluate"], ["export"]], ids=["mtl-keras", "export"])
+def test_the_first_line_a_user_sees_is_ours(tmp_path, command):
+    # Both entry points: a module imported before the quiet start that loads TensorFlow shows its lines.
     missing = str(tmp_path / "missing.keras")
-    proc = subprocess.run([sys.executable, "-m", "mtl_keras.cli", "evaluate", missing],
+    proc = subprocess.run([sys.executable, "-m", *command, missing],
                           capture_output=True, text=True, env=_user_env(), timeout=300)
     assert proc.returncode == 2
     assert proc.stdout == ""
