@@ -8,7 +8,7 @@ import pytest
 
 import mtl_keras as mk
 from mtl_keras.cli import main
-from mtl_keras.evaluate.compare import delta_m, format_table
+from mtl_keras.evaluate.delta_m import delta_m, format_table
 from mtl_keras.errors import MtlError
 from mtl_keras.train.recipe import DEFAULTS as RECIPE_DEFAULTS
 
@@ -161,7 +161,7 @@ def test_seed_statistics_and_table_on_known_numbers(monkeypatch):
 
 
 def test_one_seed_has_no_spread():
-    from mtl_keras.evaluate.compare import delta_m_summary, seed_summary
+    from mtl_keras.evaluate.delta_m import delta_m_summary, seed_summary
 
     assert seed_summary([0.7]) == {"mean": 0.7, "std": None, "se": None, "n": 1}
     assert delta_m_summary([3.0])["significant"] is None

@@ -15,6 +15,7 @@ import os
 import warnings
 
 from mtl_keras.cli.arguments import parse_task_numbers
+from mtl_keras.evaluate.delta_m import format_table
 from mtl_keras.run import files
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import data_options
@@ -74,7 +75,7 @@ def run(args) -> int:
     check_positive(args, "epochs", "batch_size", "image_size", "train_size", "eval_size", "seeds")
     check_recipe_arguments(args)
     # lazy: training imports Keras and TensorFlow; the parser and the checks above stay free of them.
-    from mtl_keras.evaluate.compare import compare, format_table
+    from mtl_keras.evaluate.compare import compare
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     options = data_options(args.data, args.data_dir)
