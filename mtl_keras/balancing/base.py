@@ -145,6 +145,18 @@ class Balancer(keras.layers.Layer):
         """
         raise NotImplementedError
 
+    def observe(self, losses, counts) -> None:
+        """Called by every training step (in the graph) with what the global batch held of each task.
+
+        Balancers that keep statistics over an epoch (DWA) accumulate them here, so that batches
+        without labels for a task do not dilute its mean. Nothing by default.
+
+        Args:
+            losses: a ``[K]`` float32 tensor, each task's global-batch masked-mean loss (compile weight
+                included; 0 where the task has no label in the batch).
+            counts: a ``[K]`` float32 tensor, the number of labelled samples of each task in the global batch.
+        """
+
     def on_epoch_end(self, epoch: int, task_losses: dict) -> None:
         """Called after each training epoch with the epoch-mean loss of every task.
 
@@ -214,3 +226,83 @@ def get_balancer(balancer, tasks=None, kinds=None) -> Balancer | None:
     if tasks is not None:
         balancer.setup(tasks, kinds)
     return balancer
+
+
+GRAD_LEVELS = ("features", "parameters")
+
+
+class GramianBalancer(Balancer):
+    """Base class of gradient-level balancers: a rule from the tasks' K×K Gramian to K weights.
+
+    The gradient engine (``mtl_keras.balancing.engine``) computes each task's gradient g_k once per
+    step, on the shared parameters (``grad_level="parameters"``) or on the shared features the heads
+    read (``"features"``: K backward passes through the heads and one through the trunk), forms the
+    Gramian G[k, l] = g_k·g_l of the global batch with the loss scale removed, and asks ``weights``
+    for the c with which the shared part of the update is Σ_k c_k g_k. Projection methods (PCGrad,
+    GradVac, UPGrad...) fit too: their result stays a combination of the task gradients, so only
+    its coefficients are needed. Task-specific parameters (the heads) get the plain sum of their
+    tasks' gradients, as in LibMTL. A task with no label in the global batch has a zero row and
+    column in G and the engine sets its weight to 0, whatever the rule returns.
+
+    Subclasses set ``key`` and override ``weights`` (and ``transform_losses`` to balance a function of
+    the losses, e.g. their logarithm). ``task_weights`` reports the weights of the last step.
+
+    Example:
+        >>> class Mean(GramianBalancer):
+        ...     key = "mean_example"
+        ...     def weights(self, gram, losses, present):
+        ...         return present / ops.maximum(ops.sum(present), 1.0)
+        >>> b = Mean(tasks=["a", "b"])
+        >>> [float(v) for v in b.weights(ops.eye(2), ops.ones(2), ops.ones(2))]
+        [0.5, 0.5]
+    """
+
+    needs_task_gradients = True
+
+    def __init__(self, grad_level: str = "features", **kwargs):
+        if grad_level not in GRAD_LEVELS:
+            raise MtlError(f"grad_level must be one of {', '.join(GRAD_LEVELS)}, got {grad_level!r}")
+        self.grad_level = grad_level
+        super().__init__(**kwargs)
+
+    def setup(self, tasks, kinds=None) -> None:
+        was_built = self.built
+        super().setup(tasks, kinds)
+        if not was_built:
+            # The weights of the last step, for logs (weight_<task>); 1 before the first step.
+            self.last_weights = self._state("last_weights", (len(self.task_names),), "ones")
+
+    def task_weights(self):
+        return ops.cast(self.last_weights, "float32")
+
+    def transform_losses(self, losses, present):
+        """The per-task objectives whose gradients are balanced; the losses themselves by default.
+
+        Args:
+            losses: a ``[K]`` float32 tensor (this replica's share of each task's global-batch loss).
+            present: a ``[K]`` float32 tensor, 1.0 where the task has a label in the global batch.
+
+        Returns:
+            A ``[K]`` tensor, differentiable in ``losses`` (DB-MTL returns log L_k).
+        """
+        return losses
+
+    def weights(self, gram, losses, present):
+        """The rule: K coefficients c such that the shared update is Σ_k c_k g_k.
+
+        Args:
+            gram: ``[K, K]`` float32 Gramian of the task gradients (global batch, loss scale removed;
+                zero row and column for an absent task).
+            losses: ``[K]`` float32 global-batch values of ``transform_losses`` (0 for an absent task).
+            present: ``[K]`` float32, 1.0 where the task has a label in the global batch.
+
+        Returns:
+            A ``[K]`` float32 tensor of coefficients (the engine zeroes absent tasks).
+        """
+        raise NotImplementedError
+
+    def gradients(self, step, losses, present):
+        return step.engine.balanced_gradients(self, step, losses, present)
+
+    def get_config(self):
+        return {**super().get_config(), "grad_level": self.grad_level}
