@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
-import tensorflow as tf
 from keras import ops
 
-from mtl_keras.balancing.base import Balancer, register_balancer
+from mtl_keras.balancing.base import GramianBalancer, register_balancer
+from mtl_keras.balancing.orders import seeded_orders
 
 
 def pcgrad_coefficients(gram, orders):
@@ -50,34 +48,49 @@ def pcgrad_coefficients(gram, orders):
 
 
 @register_balancer
-class PCGrad(Balancer):
-    """Project each task's gradient off the others' where they conflict, on the shared parameters.
+class PCGrad(GramianBalancer):
+    """Project each task's gradient off the others' where they conflict, then sum (Yu et al. 2020).
 
-    Per step: one gradient per task; on every variable two or more tasks reach (the shared
-    trunk), g_i is projected onto the normal plane of each g_j with g_i·g_j < 0, visiting the
-    other tasks in a random order, and the projected gradients are summed. Variables only one task
-    reaches get that task's gradient unchanged. Under a distribution strategy the per-task
-    gradients of the shared variables are summed over replicas first, so the surgery sees the
-    global batch and gives the same update as on one device.
+    Update rule (the paper's Algorithm 1): for every task i, g_i^PC ← g_i; for each other task j,
+    in a random order, if g_i^PC·g_j < 0 then g_i^PC ← g_i^PC − (g_i^PC·g_j / ‖g_j‖²) g_j; the update
+    is Σ_i g_i^PC. Every projected gradient stays a combination of the originals, so the rule is
+    ``pcgrad_coefficients`` on the Gramian the engine gives, with the orders drawn by
+    ``task_orders`` from ``seed`` and the balancer's own step counter (a variable saved with the
+    model, so a resumed run continues the sequence; the engine does not pass the optimizer's).
+    Tasks absent from the batch take no part: their rows and columns are dropped and their
+    coefficient is 0. Without any conflict the update is the plain sum of the task gradients.
+
+    Args:
+        seed: mixed with the step counter into the seed of each step's task orders.
+        grad_level: ``"features"`` or ``"parameters"``, where the task gradients are taken (``GramianBalancer``).
 
     Example:
         >>> b = PCGrad(tasks=["shape", "box"])
-        >>> b.current_weights()
-        {'shape': 1.0, 'box': 1.0}
+        >>> gram = ops.array([[1.0, -1.0], [-1.0, 2.0]])  # g1 = (1, 0), g2 = (-1, 1): they conflict
+        >>> [float(v) for v in b.rule(gram, ops.ones(2), ops.ones(2))]  # 2·g1 + 1.5·g2 = (0.5, 1.5)
+        [2.0, 1.5]
+        >>> int(b.steps.value)
+        1
     """
 
     key = "pcgrad"
-    needs_task_gradients = True
 
     def __init__(self, seed: int = 0, **kwargs):
         self.seed = int(seed)
         super().__init__(**kwargs)
 
+    def build_variables(self, num_tasks):
+        # An integer counter: a float32 one would stop counting (and the orders stop changing) at 2**24.
+        self.steps = self.add_weight(
+            name="steps", shape=(), initializer="zeros", dtype="int64", trainable=False,
+            aggregation="only_first_replica",
+        )
+
     def task_orders(self, step_number):
         """Each task's random order of visiting the others, the same on every replica (seeded by the step).
 
         Args:
-            step_number: the optimizer's step counter (an integer or integer tensor), mixed into the seed.
+            step_number: the balancer's step counter (an integer or integer tensor), mixed into the seed.
 
         Returns:
             An int32 ``[K, K]`` tensor; row i is a permutation of ``range(K)``.
@@ -87,44 +100,29 @@ class PCGrad(Balancer):
             >>> sorted(b.task_orders(0).numpy()[0].tolist())
             [0, 1, 2]
         """
-        num = len(self.task_names)
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step_number, tf.int64)])
-        noise = tf.random.stateless_uniform((num, num), seed=seed)
-        return tf.argsort(noise, axis=-1, stable=True)
+        return seeded_orders(len(self.task_names), self.seed, step_number)
 
-    def gradients(self, step, losses, present):
-        num = len(self.task_names)
-        per_task = [step.gradient(step.task_losses[k]) for k in range(num)]
-        variables = step.variables
-        shared = [i for i in range(len(variables)) if sum(g[i] is not None for g in per_task) >= 2]
-        stacked = {}
-        for i in shared:
-            stacked[i] = ops.stack(
-                [ops.zeros_like(variables[i].value) if g[i] is None else g[i] for g in per_task]
-            )
-        if step.num_replicas > 1 and shared:
-            reduced = step.all_reduce([stacked[i] for i in shared])
-            stacked = dict(zip(shared, reduced))
-        gram = ops.zeros((num, num), "float32")
-        for i in shared:
-            flat = ops.reshape(ops.cast(stacked[i], "float32"), (num, -1))
-            gram = gram + ops.matmul(flat, ops.transpose(flat))
-        coefficients = pcgrad_coefficients(gram, self.task_orders(step.model.optimizer.iterations))
-        grads = []
-        for i, v in enumerate(variables):
-            if i in stacked:
-                c = ops.cast(coefficients, stacked[i].dtype)
-                g = ops.tensordot(c, stacked[i], axes=1)
-                # Every replica now holds the same global gradient; the optimizer sums them again.
-                grads.append(g / step.num_replicas if step.num_replicas > 1 else g)
-            else:
-                found = [g[i] for g in per_task if g[i] is not None]
-                grads.append(functools.reduce(ops.add, found) if len(found) > 1 else (found[0] if found else None))
-        if step.has_regularization:
-            for i, g in enumerate(step.gradient(step.regularization)):
-                if g is not None:
-                    grads[i] = g if grads[i] is None else grads[i] + g
-        return grads
+    def rule(self, gram, losses, present):
+        """PCGrad's coefficients for this step's Gramian; advances the step counter.
+
+        Args:
+            gram: ``[K, K]`` float32 Gramian of the task gradients (zero row and column for an absent task).
+            losses: ``[K]`` transformed losses (unused: PCGrad looks at the gradients only).
+            present: ``[K]`` float32, 1.0 where the task has a label in the global batch.
+
+        Returns:
+            A ``[K]`` float32 tensor c with Σ_i g_i^PC = Σ_k c_k g_k (0 for absent tasks).
+
+        Example:
+            >>> b = PCGrad(tasks=["a", "b"])
+            >>> [float(v) for v in b.rule(ops.eye(2), ops.ones(2), ops.ones(2))]  # orthogonal: the plain sum
+            [1.0, 1.0]
+        """
+        present = ops.cast(present, "float32")
+        gram = ops.cast(gram, "float32") * ops.outer(present, present)
+        orders = self.task_orders(self.steps.value)
+        self.steps.assign_add(1)
+        return pcgrad_coefficients(gram, orders) * present
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
