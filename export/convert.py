@@ -32,7 +32,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python import convert as tflite_convert
 
 from demo.quiet import LITE_NOISE, held_stderr
-from mtl_keras.balancing.step import ancestors as graph_ancestors
+from mtl_keras.balancing.shared import ancestors as graph_ancestors
 from mtl_keras.errors import MtlError
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8_mixed", "int16x8")

@@ -237,23 +237,23 @@ class GramianBalancer(Balancer):
     The gradient engine (``mtl_keras.balancing.engine``) computes each task's gradient g_k once per
     step, on the shared parameters (``grad_level="parameters"``) or on the shared features the heads
     read (``"features"``: K backward passes through the heads and one through the trunk), forms the
-    Gramian G[k, l] = g_k·g_l of the global batch with the loss scale removed, and asks ``weights``
+    Gramian G[k, l] = g_k·g_l of the global batch with the loss scale removed, and asks ``rule``
     for the c with which the shared part of the update is Σ_k c_k g_k. Projection methods (PCGrad,
     GradVac, UPGrad...) fit too: their result stays a combination of the task gradients, so only
     its coefficients are needed. Task-specific parameters (the heads) get the plain sum of their
     tasks' gradients, as in LibMTL. A task with no label in the global batch has a zero row and
     column in G and the engine sets its weight to 0, whatever the rule returns.
 
-    Subclasses set ``key`` and override ``weights`` (and ``transform_losses`` to balance a function of
+    Subclasses set ``key`` and override ``rule`` (and ``transform_losses`` to balance a function of
     the losses, e.g. their logarithm). ``task_weights`` reports the weights of the last step.
 
     Example:
         >>> class Mean(GramianBalancer):
         ...     key = "mean_example"
-        ...     def weights(self, gram, losses, present):
+        ...     def rule(self, gram, losses, present):
         ...         return present / ops.maximum(ops.sum(present), 1.0)
         >>> b = Mean(tasks=["a", "b"])
-        >>> [float(v) for v in b.weights(ops.eye(2), ops.ones(2), ops.ones(2))]
+        >>> [float(v) for v in b.rule(ops.eye(2), ops.ones(2), ops.ones(2))]
         [0.5, 0.5]
     """
 
@@ -287,8 +287,10 @@ class GramianBalancer(Balancer):
         """
         return losses
 
-    def weights(self, gram, losses, present):
+    def rule(self, gram, losses, present):
         """The rule: K coefficients c such that the shared update is Σ_k c_k g_k.
+
+        (Not named ``weights``: that is the Keras layer's list of variables.)
 
         Args:
             gram: ``[K, K]`` float32 Gramian of the task gradients (global batch, loss scale removed;
@@ -302,7 +304,9 @@ class GramianBalancer(Balancer):
         raise NotImplementedError
 
     def gradients(self, step, losses, present):
-        return step.engine.balanced_gradients(self, step, losses, present)
+        grads, coefficients = step.engine.balanced_gradients(self, step, step.targets, step.target_values, present)
+        self.last_weights.assign(coefficients)
+        return grads
 
     def get_config(self):
         return {**super().get_config(), "grad_level": self.grad_level}

@@ -10,77 +10,29 @@ masked means instead of taking the global batch's), ``MultiTaskModel.train_step`
 - scales every task's loss to the *global* batch: under a distribution strategy each replica's
   masked mean is reweighted by its share of the task's labelled samples over all replicas, so the
   summed gradients are those of the global masked mean;
-- hands the per-task losses to the balancer (``combine``), or, for gradient-level balancers
-  (PCGrad, GradNorm), the tape itself (``gradients``);
+- hands the per-task losses to the balancer (``combine``), or, for gradient-level balancers, the
+  tape to the gradient engine (``mtl_keras.balancing.engine``: per-task gradients once, their
+  Gramian, the balancer's rule) or to the balancer itself (GradNorm's ``gradients``);
+- tells the balancer what the global batch held (``observe``: each task's masked-mean loss and
+  label count), for statistics over an epoch (DWA);
 - scales for mixed precision (``LossScaleOptimizer``) through ``output_gradients``;
 - reports ``loss`` and ``<task>_loss`` exactly as Keras does with static weights (the compile-time
-  weighted sum and the per-output losses), so runs with different balancers stay comparable.
+  weighted sum and the per-output losses), so runs with different balancers stay comparable; the
+  reported values reuse the losses already computed (each task's loss is computed once per step).
 """
 
 from __future__ import annotations
-
-import functools
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from mtl_keras.balancing.base import Balancer
+from mtl_keras.balancing.engine import GradientEngine
+from mtl_keras.balancing.shared import ancestors, shared_layers
+
+# ancestors and shared_layers live in mtl_keras.balancing.shared; kept importable from here.
 __all__ = ["Step", "all_reduce", "ancestors", "shared_layers", "task_losses", "train_step"]
-
-
-def ancestors(tensor) -> list:
-    """The operations (layers) a Keras symbolic tensor is computed from, its own included, each once.
-
-    The one graph walk of the library: ``shared_layers`` here, the CAM taps of ``mtl_keras.explain``
-    and the head layers ``export`` keeps in float all read it.
-
-    Args:
-        tensor: a symbolic tensor of a functional model (``model.outputs[i]``, ``layer.output``).
-
-    Returns:
-        The layers, from the one that produced ``tensor`` back to the inputs (depth first).
-
-    Example:
-        >>> import keras
-        >>> image = keras.Input((8,), name="image")
-        >>> out = keras.layers.Dense(2, name="head")(keras.layers.Dense(4, name="hidden")(image))
-        >>> [op.name for op in ancestors(out)]
-        ['head', 'hidden', 'image']
-    """
-    found, seen, stack = [], set(), [tensor]
-    while stack:
-        t = stack.pop()
-        history = getattr(t, "_keras_history", None)
-        if history is None:
-            continue
-        op = history.operation
-        if id(op) in seen:
-            continue
-        seen.add(id(op))
-        found.append(op)
-        stack.extend(op._inbound_nodes[history.node_index].input_tensors)
-    return found
-
-
-def shared_layers(model) -> list:
-    """The layers every task's output depends on (the shared trunk), in the model's layer order.
-
-    Args:
-        model: a functional multi-task model (one output per task).
-
-    Returns:
-        The shared layers, as ``model.layers`` lists them.
-
-    Example:
-        >>> import mtl_keras as mk
-        >>> m = mk.build_model(mk.data.tasks_for("shapes", names=["shape", "count"]), "mobilenet_v3_small", 32)
-        >>> names = [layer.name for layer in shared_layers(m)]
-        >>> names[-1], "shape_logits" in names
-        ('shared_pool', False)
-    """
-    outputs = model.output if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
-    common = functools.reduce(set.intersection, ({id(op) for op in ancestors(t)} for t in outputs.values()))
-    return [layer for layer in model.layers if id(layer) in common]
 
 
 class Step:
@@ -95,8 +47,12 @@ class Step:
         ...     return [sum(g for g in gs if g is not None) for gs in zip(*per_task)]
     """
 
-    def __init__(self, model, tape, variables, task_losses, objective, regularization):
+    def __init__(self, model, tape, variables, task_losses, objective, regularization, engine=None, features=()):
         self.model = model
+        self.engine = engine
+        self.features = list(features)
+        self.targets = None
+        self.target_values = None
         self.tape = tape
         self.variables = variables
         self.task_losses = task_losses
@@ -191,14 +147,30 @@ def task_losses(model, y, y_pred, sample_weight=None):
         >>> [round(float(v), 4) for v in losses], [float(v) for v in present]  # ln 6; 2·Huber(2) over 1 label
         ([1.7918, 3.0], [1.0, 1.0])
     """
+    terms = _task_terms(model, y, y_pred, sample_weight)
+    return terms.contributions, terms.present
+
+
+class _Terms:
+    """One batch's per-task loss terms (see ``_task_terms``)."""
+
+    def __init__(self, contributions, raw, counts):
+        self.contributions = contributions  # this replica's share of each global mean, compile weight in
+        self.raw = raw  # Keras' own per-output loss value (what its <task>_loss metric records)
+        self.counts = counts  # labelled samples of each task in the global batch, [K]
+        self.present = ops.cast(counts > 0, "float32")
+
+
+def _task_terms(model, y, y_pred, sample_weight=None) -> _Terms:
     names = model.task_names
     losses = model._mtl_losses
     weights = model._mtl_loss_weights
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    means, counts = [], []
+    raw, means, counts = [], [], []
     for name in names:
         w = sample_weight.get(name) if isinstance(sample_weight, dict) else None
         value = ops.cast(losses[name](y[name], y_pred[name], w), "float32")
+        raw.append(value)
         # Keras divides each replica's mean by the replica count; undo it to get the local mean.
         means.append(value * replicas if replicas > 1 else value)
         if w is None:
@@ -211,8 +183,7 @@ def task_losses(model, y, y_pred, sample_weight=None):
     for k, name in enumerate(names):
         share = means[k] if replicas == 1 else means[k] * ops.divide_no_nan(local_counts[k], global_counts[k])
         contributions.append(share * weights[name])
-    present = ops.cast(global_counts > 0, "float32")
-    return contributions, present
+    return _Terms(contributions, raw, global_counts)
 
 
 class _StaticSum:
@@ -259,25 +230,65 @@ def train_step(model, data):
     if not model.optimizer.built:
         # Before the tape: the loss scale (a LossScaleOptimizer variable) must exist when traced.
         model.optimizer.build(variables)
+    grad_level = getattr(balancer, "grad_level", None)
+    engine = GradientEngine.of(model, grad_level) if grad_level else None
     with tf.GradientTape(persistent=balancer.needs_task_gradients) as tape:
-        y_pred = model(x, training=True)
-        contributions, present = task_losses(model, y, y_pred, sample_weight)
-        losses = ops.stack(contributions)
+        y_pred, features = engine.forward(x) if engine else (model(x, training=True), [])
+        terms = _task_terms(model, y, y_pred, sample_weight)
+        losses, present = ops.stack(terms.contributions), terms.present
         regularization = ops.cast(ops.sum(model.losses), "float32") / replicas if model.losses else ops.zeros(())
-        objective = balancer.combine(losses, present, 1.0 / replicas) + regularization
-    step = Step(model, tape, variables, contributions, objective, regularization)
+        if engine is None:
+            objective = balancer.combine(losses, present, 1.0 / replicas) + regularization
+        else:
+            objective = None
+            targets, target_values = engine.targets(balancer, losses, present, replicas)
+    step = Step(model, tape, variables, terms.contributions, objective, regularization, engine, features)
+    if engine is not None:
+        step.targets, step.target_values = targets, target_values
     if balancer.needs_task_gradients:
         grads = balancer.gradients(step, losses, present)
     else:
         grads = step.gradient(objective)
     del tape
     model.optimizer.apply(grads, variables)
+    if _observes(balancer):
+        global_losses = all_reduce(losses) if replicas > 1 else losses
+        balancer.observe(ops.stop_gradient(global_losses), terms.counts)
+    _report_losses(model, x, y, y_pred, sample_weight, terms, regularization)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    # Reported as Keras reports it (compile-time weighted sum, per-output losses), so runs with
-    # different balancers are comparable; this also builds Keras' per-output loss trackers.
-    reported = ops.cast(model.compute_loss(x, y, y_pred, sample_weight, training=True), "float32")
+
+def _observes(balancer) -> bool:
+    # Only balancers that override the hook pay for it (one more all-reduce across replicas).
+    observe = getattr(type(balancer), "observe", None)
+    return observe is not None and observe is not Balancer.observe
+
+
+def _report_losses(model, x, y, y_pred, sample_weight, terms, regularization):
+    """Update ``loss`` and ``<task>_loss`` as Keras' ``compute_loss`` would, from ``terms``.
+
+    Keras' compiled loss records each output's unweighted loss (times the replica count, weighted by
+    the batch size) and the loss tracker the compile-weighted sum plus the regularisation. Reading
+    Keras' per-output trackers needs its private ``_flat_losses``; a Keras without them gets its own
+    ``compute_loss`` (which computes every task loss a second time).
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    batch = ops.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+    compile_loss = getattr(model, "_compile_loss", None)
+    flat = getattr(compile_loss, "_flat_losses", None)
+    if compile_loss is not None and not compile_loss.built:
+        compile_loss.build(y, y_pred)
+        flat = getattr(compile_loss, "_flat_losses", None)
+    paths = [entry[0] for entry in flat] if flat is not None else None
+    index = {n: k for k, n in enumerate(model.task_names)}
+    if paths is None or any(len(p) != 1 or p[0] not in index for p in paths):
+        reported = ops.cast(model.compute_loss(x, y, y_pred, sample_weight, training=True), "float32")
+    else:
+        for path, metric in zip(paths, compile_loss.metrics or [None] * len(paths)):
+            if metric is not None:
+                metric.update_state(terms.raw[index[path[0]]] * replicas, sample_weight=batch)
+        weights = model._mtl_loss_weights
+        reported = sum(terms.raw[k] * weights[n] for k, n in enumerate(model.task_names)) + regularization * replicas
     loss_tracker = _metric(model, "loss")
     if loss_tracker is not None:
-        batch = ops.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
         loss_tracker.update_state(reported * replicas, sample_weight=batch)
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

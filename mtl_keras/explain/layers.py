@@ -20,7 +20,7 @@ suite, which runs this one, building it once):
 
 from __future__ import annotations
 
-from mtl_keras.balancing.step import ancestors
+from mtl_keras.balancing.shared import ancestors
 from mtl_keras.errors import MtlError
 from mtl_keras.model.trunks import TAP_STRIDES
 
