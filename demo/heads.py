@@ -140,6 +140,57 @@ def segmentation(output, classes) -> dict:
     return {"areas": decoding.mask_areas(mask, classes), "mask": mask}
 
 
+def depth(output, max_depth: float | None = None) -> dict:
+    """A per-pixel depth map (``depth``, float32, not written to JSON) and its nearest, farthest, median and centre depth.
+
+    Unusable values (NaN, negative) become 0 and, with ``max_depth``, depths are clipped to it; the
+    centre is the median over the middle half of the image.
+
+    Args:
+        output: one image's depth output, ``[H, W, 1]`` or ``[H, W]``.
+        max_depth: the largest depth reported (the card's ``max_depth``), or ``None`` for no cap.
+
+    Returns:
+        ``{"nearest", "farthest", "median", "centre": depths (4 decimals), "depth": float32 [H, W]}``.
+
+    Raises:
+        ValueError: ``output`` is not one map.
+
+    Example:
+        >>> r = depth(np.array([[[1.0], [3.0]], [[2.0], [12.0]]]), max_depth=10.0)
+        >>> {k: v for k, v in r.items() if k != "depth"}, r["depth"].tolist()
+        ({'nearest': 1.0, 'farthest': 10.0, 'median': 2.5, 'centre': 2.5}, [[1.0, 3.0], [2.0, 10.0]])
+    """
+    d = np.asarray(output, np.float32)
+    if d.ndim == 3 and d.shape[-1] == 1:
+        d = d[..., 0]
+    if d.ndim != 2 or d.size == 0:
+        raise ValueError(f"depth output must be [H, W, 1] or [H, W], got shape {np.shape(output)}")
+    top = np.float32(max_depth) if max_depth is not None else np.finfo(np.float32).max
+    d = np.clip(np.nan_to_num(d, nan=0.0, posinf=top, neginf=0.0), 0.0, top)
+    h, w = d.shape
+    centre = d[h // 4: h - h // 4, w // 4: w - w // 4]
+    stats = {"nearest": d.min(), "farthest": d.max(), "median": np.median(d), "centre": np.median(centre)}
+    return {**{k: round(float(v), 4) for k, v in stats.items()}, "depth": d}
+
+
+def depth_millimetres(depth_map) -> np.ndarray:
+    """A depth map as uint16 millimetres (metres × 1000, at most 65.535), the usual 16-bit depth PNG.
+
+    Args:
+        depth_map: ``[H, W]`` depths in metres (``depth``'s ``depth``).
+
+    Returns:
+        A uint16 ``[H, W]`` array; 0 where there is no depth.
+
+    Example:
+        >>> depth_millimetres(np.array([[1.2344, 0.0], [70.0, np.nan]])).tolist()
+        [[1234, 0], [65535, 0]]
+    """
+    d = np.nan_to_num(np.asarray(depth_map, np.float64), nan=0.0) * 1000.0
+    return np.clip(np.floor(d + 0.5), 0, 65535).astype(np.uint16)
+
+
 def decode(task: dict, output, score_threshold: float | None = None, max_objects: int | None = None) -> dict:
     """Decode one sample's output of ``task`` (its model-card entry), with the card's decoding settings.
 
@@ -178,7 +229,9 @@ def decode(task: dict, output, score_threshold: float | None = None, max_objects
                           settings.get("top_k", 100) if max_objects is None else max_objects)
     if kind == "segmentation":
         return segmentation(output, classes)
+    if kind == "depth":
+        return depth(output, settings.get("max_depth"))
     raise ValueError(f"task {task.get('name')!r} has kind {kind!r}, which this demo cannot decode")
 
 
-KINDS = ("classification", "multilabel", "box", "regression", "detection", "segmentation")
+KINDS = ("classification", "multilabel", "box", "regression", "detection", "segmentation", "depth")

@@ -10,6 +10,7 @@ from mtl_keras.errors import MtlError, unknown
 from mtl_keras.tasks.base import TASK_TYPES, Task, TaskExample, register_task_type
 from mtl_keras.tasks.box import BoxTask
 from mtl_keras.tasks.classification import ClassificationTask
+from mtl_keras.tasks.depth import DepthTask
 from mtl_keras.tasks.detection import DetectionTask
 from mtl_keras.tasks.multilabel import MultilabelTask
 from mtl_keras.tasks.regression import RegressionTask
@@ -19,6 +20,7 @@ __all__ = [
     "TASK_TYPES",
     "BoxTask",
     "ClassificationTask",
+    "DepthTask",
     "DetectionTask",
     "MultilabelTask",
     "RegressionTask",
