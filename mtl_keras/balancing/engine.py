@@ -141,7 +141,7 @@ class GradientEngine:
         if self._tapped is None:
             # The same layers, with the taps as extra outputs: the forward pass is the model's own.
             outputs = task_outputs(self.model)
-            self._tapped = keras.Model(self.model.inputs, [*outputs.values(), *self.features])
+            self._tapped = keras.Model(self.model.input, [*outputs.values(), *self.features])
         values = self._tapped(x, training=training)
         k = len(self.names)
         return dict(zip(self.names, values[:k])), list(values[k:])
