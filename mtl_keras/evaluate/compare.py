@@ -24,10 +24,12 @@ import keras
 from mtl_keras import data as data_lib
 from mtl_keras import model as model_lib
 from mtl_keras.balancing import BALANCERS
+from mtl_keras.balancing.base import GRAD_LEVELS, GramianBalancer
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.evaluate.delta_m import delta_m, delta_m_summary, seed_summary
 from mtl_keras.evaluate.metrics import evaluate_model
 from mtl_keras.train import recipe
+from mtl_keras.train.callbacks import ThroughputLogger
 
 
 def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_scale, seed) -> dict:
@@ -49,11 +51,12 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
     model.compile(
         optimizer=optimizer,
         loss_weights={k: v for k, v in loss_scale.items() if k in names},
-        balancer=balancer,
+        balancer=balancer_instance(balancer),
         jit_compile=settings["jit_compile"],
     )
     started = time.time()
-    history = model.fit(train, epochs=settings["epochs"], verbose=0)
+    speed = ThroughputLogger(batch_size=settings.get("batch_size", 1), verbose=0)
+    history = model.fit(train, epochs=settings["epochs"], verbose=0, callbacks=[speed])
     seconds = time.time() - started
     scores = evaluate_model(model, evaluation)
     primary = {}
@@ -65,9 +68,65 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
         "seed": int(seed),
         "metrics": primary,
         "seconds": round(seconds, 1),
+        # The last epoch's rate: its first batch (tracing, iterator start) is left out.
+        "images_per_second": round(float(speed.history[-1]), 2) if speed.history else None,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "weights": model.balancer.current_weights() if model.balancer is not None else None,
     }
+
+
+def balancer_names(text) -> list[str]:
+    """Balancer names from a list or comma-separated text; ``all`` is every registered balancer.
+
+    A gradient-level balancer may carry its level: ``mgda@parameters`` (the default is its own).
+
+    Args:
+        text: ``"static,pcgrad"``, ``["static", "pcgrad"]`` or ``"all"``.
+
+    Returns:
+        The lower-case names, ``static`` first for ``all``.
+
+    Raises:
+        MtlError: an unknown name or level, or none at all.
+
+    Example:
+        >>> balancer_names("static, PCGrad@parameters")
+        ['static', 'pcgrad@parameters']
+        >>> names = balancer_names("all"); names[0], len(names) == len(BALANCERS)
+        ('static', True)
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    items = [b.strip().lower() for b in items if b.strip()]
+    if items == ["all"]:
+        return ["static", *sorted(k for k in BALANCERS if k != "static")]
+    if not items:
+        raise MtlError("compare needs at least one balancer")
+    for item in items:
+        name, _, level = item.partition("@")
+        if name not in BALANCERS:
+            raise unknown("balancer", name, BALANCERS)
+        if level and not issubclass(BALANCERS[name], GramianBalancer):
+            raise MtlError(f"balancer {name!r} has no gradient level (only gradient-level balancers take @features/@parameters)")
+        if level and level not in GRAD_LEVELS:
+            raise unknown("gradient level", level, GRAD_LEVELS)
+    return items
+
+
+def balancer_instance(item: str):
+    """The balancer ``compile`` gets for a ``balancer_names`` item (``name`` or ``name@level``).
+
+    Args:
+        item: a checked name, ``pcgrad`` or ``pcgrad@parameters``.
+
+    Returns:
+        The name itself, or a new balancer at that gradient level.
+
+    Example:
+        >>> balancer_instance("static"), balancer_instance("pcgrad@parameters").grad_level
+        ('static', 'parameters')
+    """
+    name, _, level = item.partition("@")
+    return BALANCERS[name](grad_level=level) if level else name
 
 
 @dataclasses.dataclass
@@ -160,13 +219,7 @@ class CompareSettings:
             raise MtlError(f"warmup is a fraction of the run's steps in [0, 1), got {self.warmup}")
         if not 0 <= self.label_smoothing < 1:
             raise MtlError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        balancers = self.balancers.split(",") if isinstance(self.balancers, str) else self.balancers
-        balancers = [b.strip().lower() for b in balancers]
-        if not balancers:
-            raise MtlError("compare needs at least one balancer")
-        for b in balancers:
-            if b not in BALANCERS:
-                raise unknown("balancer", b, BALANCERS)
+        balancers = balancer_names(self.balancers)
         if len(set(balancers)) != len(balancers):
             raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
         return dataclasses.replace(self, optimizer=optimizer, balancers=balancers,
@@ -193,6 +246,7 @@ class CompareSettings:
             2
         """
         return {"trunk": self.trunk, "image_size": int(self.image_size), "epochs": int(self.epochs),
+                "batch_size": int(self.batch_size),
                 "seed": int(self.seed), "learning_rate": float(self.learning_rate),
                 "jit_compile": bool(self.jit_compile), "optimizer": self.optimizer, "warmup": float(self.warmup),
                 "weight_decay": self.weight_decay}
@@ -259,7 +313,7 @@ def _new_result(plan: _Plan) -> dict:
         "budget": s.budget(), "seeds": s.seed_list, "loss_scale": s.loss_scale,
         "single": {}, "multi": {}, "delta_m": {}, "std": {"single": {}, "multi": {}}, "delta_m_stats": {},
         "per_seed": {"single": {t: [] for t in names}, "multi": {b: {t: [] for t in names} for b in balancers},
-                     "delta_m": {b: [] for b in balancers}},
+                     "delta_m": {b: [] for b in balancers}, "images_per_second": {b: [] for b in balancers}},
         "runs": {},
     }
 
@@ -287,6 +341,7 @@ def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
             dm = None
             log(f"warning{at}: {e}")
         per_seed["delta_m"][balancer].append(dm)
+        per_seed["images_per_second"][balancer].append(run["images_per_second"])
         shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
         dm_text = "n/a" if dm is None else f"{dm:+.2f}%"
         log(f"multi-task {balancer}{at}: {shown}; Δm {dm_text} ({run['seconds']} s)")
@@ -304,6 +359,8 @@ def _summarize(result: dict, seeds: int, log) -> None:
         result["std"]["multi"][b] = {t: sm["std"] for t, sm in summaries.items()}
         result["delta_m_stats"][b] = delta_m_summary(per_seed["delta_m"][b])
         result["delta_m"][b] = result["delta_m_stats"][b]["mean"]
+        rates = [v for v in per_seed["images_per_second"][b] if v]
+        result.setdefault("images_per_second", {})[b] = sum(rates) / len(rates) if rates else None
     if seeds > 1:
         for b, st in result["delta_m_stats"].items():
             if st["mean"] is None:

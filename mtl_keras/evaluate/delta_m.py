@@ -157,20 +157,39 @@ def format_table(result: dict) -> str:
         return f"{mean:.4f} ± {sd:.4f}" if spread and sd is not None else f"{mean:.4f}"
 
     head = [f"{t} {result['metric'][t]} {'↑' if result['higher_is_better'][t] else '↓'}" for t in tasks]
-    lines = ["| run | " + " | ".join(head) + " | Δm % |", "|" + "---|" * (len(tasks) + 2)]
+    speed = _speed_cells(result)
+    speed_head = "" if speed is None else f" {speed[0]} |"
+    lines = ["| run | " + " | ".join(head) + " | Δm % |" + speed_head,
+             "|" + "---|" * (len(tasks) + 2 + (speed is not None))]
     single_std = std.get("single", {})
     lines.append(
         "| single-task | " + " | ".join(cell(result["single"][t], single_std.get(t)) for t in tasks) + " | 0.00 |"
+        + ("" if speed is None else " |")
     )
     for name, values in result["multi"].items():
         run_std = std.get("multi", {}).get(name, {})
         dm = result["delta_m"][name]
         se = result.get("delta_m_stats", {}).get(name, {}).get("se")
         dm_cell = f"{_signed(dm)} ± {se:.2f}" if spread and dm is not None and se is not None else _signed(dm)
-        lines.append(f"| {name} | " + " | ".join(cell(values[t], run_std.get(t)) for t in tasks) + f" | {dm_cell} |")
+        lines.append(f"| {name} | " + " | ".join(cell(values[t], run_std.get(t)) for t in tasks) + f" | {dm_cell} |"
+                     + ("" if speed is None else f" {speed[1].get(name, '')} |"))
     if seeds is not None:
         lines += ["", _seed_note(result)]
     return "\n".join(lines)
+
+
+def _speed_cells(result: dict):
+    """``(header, {run: cell})`` for the training-speed column, or None when the runs have no rates.
+
+    Relative to the ``static`` multi-task run when there is one (step time ÷ static, lower is
+    faster), else the images/s themselves.
+    """
+    rates = {k: v for k, v in (result.get("images_per_second") or {}).items() if v}
+    if not rates:
+        return None
+    if rates.get("static"):
+        return "step time ÷ static", {k: f"{rates['static'] / v:.2f}" for k, v in rates.items()}
+    return "images/s", {k: f"{v:.1f}" for k, v in rates.items()}
 
 
 def _seed_note(result: dict) -> str:
