@@ -14,6 +14,7 @@ import sys
 
 from export.calibration import DEFAULT_COUNT
 from mtl_keras.errors import MtlError
+from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import add_verbose_argument, check_positive, run_reporting_errors
 from mtl_keras.run.folder import RunDir
 from mtl_keras.startup import start_tensorflow, verbose_requested
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset for calibration and validation (default: the run's, from config.json)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: the run's, from config.json)")
+    add_source_flags(p, saved=True)
     p.add_argument("--out", default=None, help="output folder (default: export/ beside the model)")
     p.add_argument("--float-heads", default="",
                    help="TASK[,TASK] whose heads stay float32 in an added int8_mixed mode; 'auto' = those int8 hurts")
@@ -85,6 +87,7 @@ def run(args) -> int:
         calibration_size=args.calibration_size, eval_size=args.eval_size, split=args.split,
         floors=args.min_metric, threads=args.threads, timing_runs=args.timing_runs, force=args.force,
         safe_mode=not args.unsafe, log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir,
+        images=args.images, labels=args.label,
     )
     print(format_table(report))
     for f in report["formats"]:

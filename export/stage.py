@@ -104,6 +104,8 @@ class ExportPlan:
         float_layers: Keras layer names or globs (``conv5_*``) that also stay float32 in ``int8_mixed``.
         data_dir: where a tfds dataset's prepared data lives (None: the run's saved one, when ``data``
             is the run's dataset).
+        images: the folder a csv: dataset's pictures are relative to (None: the run's saved one).
+        labels: ``TASK=FEATURE[:KIND]`` mappings (None: the run's saved ones).
         calibration_size: training images for int8 calibration.
         eval_size: test images to validate on (None: the whole split).
         split: the split to validate on.
@@ -126,6 +128,8 @@ class ExportPlan:
     float_heads: Any = ()
     float_layers: Any = ()
     data_dir: Any = None
+    images: Any = None
+    labels: Any = None
     calibration_size: int = calibration.DEFAULT_COUNT
     eval_size: int | None = None
     split: str = "test"
@@ -202,7 +206,7 @@ def export_model(
     model_path, modes=DEFAULT_MODES, data: str | None = None, out: str | None = None, float_heads=(),
     float_layers=(), data_dir=None, calibration_size: int = calibration.DEFAULT_COUNT, eval_size: int | None = None,
     split: str = "test", floors=(), threads: int = 2, timing_runs: int = 50, force: bool = False,
-    safe_mode: bool = True, log=print,
+    safe_mode: bool = True, log=print, images=None, labels=None,
 ) -> dict:
     """Export ``model_path`` in each of ``modes`` and return the report (also written as JSON/Markdown).
 
@@ -210,7 +214,7 @@ def export_model(
 
     Args:
         model_path, modes, data, out, float_heads, float_layers, data_dir, calibration_size, eval_size,
-        split, floors, threads, timing_runs, force, safe_mode: the ``ExportPlan`` fields.
+        split, floors, threads, timing_runs, force, safe_mode, images, labels: the ``ExportPlan`` fields.
         log: called with one line per step (``python -m export`` prints them to stderr).
 
     Returns:
@@ -224,7 +228,7 @@ def export_model(
     plan = ExportPlan(
         model_path=model_path, modes=modes, data=data, out=out, float_heads=float_heads, float_layers=float_layers,
         data_dir=data_dir, calibration_size=calibration_size, eval_size=eval_size, split=split, floors=floors,
-        threads=threads, timing_runs=timing_runs, force=force, safe_mode=safe_mode,
+        threads=threads, timing_runs=timing_runs, force=force, safe_mode=safe_mode, images=images, labels=labels,
     )
     return run_export(plan, log)
 
@@ -274,7 +278,8 @@ def prepare(plan: ExportPlan) -> _Export:
         mtl_keras.errors.MtlError: unknown export mode 'int4'; available: fp32, fp16, dynamic, int8, int8_mixed, int16x8
     """
     plan = plan.checked()
-    run = RunDir.of_model(plan.model_path).open(plan.data, plan.data_dir, safe_mode=plan.safe_mode, compile=False)
+    run = RunDir.of_model(plan.model_path).open(plan.data, plan.data_dir, safe_mode=plan.safe_mode, compile=False,
+                                                images=plan.images, labels=plan.labels)
     model = run.model
     floors = [report_lib.parse_floor(f, model.tasks) for f in plan.floors]
     if not plan.auto_heads:

@@ -1,4 +1,4 @@
-"""``mtl-keras``: train | evaluate | ... — each subcommand is one module of this package.
+"""``mtl-keras``: train | evaluate | ... | data — each subcommand is one module of this package.
 
 User mistakes end in ``error: <one line>`` and exit status 2, never a TensorFlow traceback.
 ``arguments.py`` parses the flag values several commands share (no command imports another);
@@ -25,6 +25,7 @@ COMMANDS = {
     "export": "mtl_keras.cli.export",
     "compare": "mtl_keras.cli.compare",
     "explain": "mtl_keras.cli.explain",
+    "data": "mtl_keras.cli.data",
 }
 
 

@@ -17,6 +17,7 @@ import warnings
 from mtl_keras.cli.arguments import parse_task_numbers
 from mtl_keras.evaluate.delta_m import format_table
 from mtl_keras.run import files
+from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import data_options
 from mtl_keras.train.recipe import add_recipe_arguments, check_recipe_arguments
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add_source_flags(p)
     p.add_argument("--tasks", default=None, help="comma-separated task names, at least two (default: every label)")
     p.add_argument("--balancers", default="static,uncertainty,dwa,gradnorm,pcgrad",
                    help="comma-separated balancers to train the multi-task model with")
@@ -78,7 +80,7 @@ def run(args) -> int:
     from mtl_keras.evaluate.compare import compare
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    options = data_options(args.data, args.data_dir)
+    options = data_options(args.data, args.data_dir, images=args.images, labels=args.label)
     files.ensure_dir(args.out)
     scale = parse_task_numbers(args.scale_task, "--scale-task")
     result = compare(

@@ -13,6 +13,7 @@ import os
 # TensorFlow-free at import (it loads TensorFlow only to score), so the parser stays light.
 from mtl_keras.evaluate.metrics import evaluate_model, format_table
 from mtl_keras.run import files
+from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import RunDir
 
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: the run's, from config.json)")
+    add_source_flags(p, saved=True)
     p.add_argument("--split", default="test", help="train | val | test")
     p.add_argument("--size", type=int, default=None, help="number of examples (default: the split's size)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -56,7 +58,7 @@ def run(args) -> int:
     check_positive(args, "batch_size")
     check_positive(args, "size", optional=True)
     run_dir = RunDir.of_model(args.model)
-    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe)
+    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe, images=args.images, labels=args.label)
     ds = opened.load_split(args.split, batch_size=args.batch_size, size=args.size)
     results = evaluate_model(opened.model, ds)
     print(f"{args.split} split of {opened.data}:")

@@ -15,6 +15,7 @@ from mtl_keras.cli.arguments import parse_targets
 from mtl_keras.errors import MtlError
 from mtl_keras.explain.cams import DEFAULT_METHOD, DEFAULT_SCORECAM_CHANNELS, METHODS
 from mtl_keras.explain.report import CHECKS_FILE, explain, load_examples, untrained_copy
+from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import RunDir
 
@@ -34,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: the run's, from config.json)")
+    add_source_flags(p, saved=True)
     p.add_argument("--split", default="test", help="train | val | test")
     p.add_argument("--n", type=int, default=16, help="number of images")
     p.add_argument("--out", default=None, help="output folder (default: gradcam/ beside the model)")
@@ -72,7 +74,8 @@ def run(args) -> int:
     """
     check_positive(args, "n", "batch_size", "scorecam_channels")
     run_dir = RunDir.of_model(args.model)
-    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe, compile=False)
+    opened = run_dir.open(args.data, args.data_dir, safe_mode=not args.unsafe, compile=False,
+                          images=args.images, labels=args.label)
     model = opened.model
     tasks = model.tasks
     if args.tasks:

@@ -4,6 +4,7 @@ Example:
     mtl-keras train --data shapes --tasks shape,color,present,box,count --image-size 96 \
         --epochs 3 --loss-weights box=5 --out runs/x
     mtl-keras train --data tfds:oxford_iiit_pet --data-dir /data/tfds --trunk mobilenet_v3_small --out runs/pets
+    mtl-keras train --data csv:photos/labels.csv --images photos/jpg --label age=Age:regression --out runs/mine
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import os
 
 from mtl_keras.errors import MtlError
+from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import check_positive
 from mtl_keras.run.folder import RunDir, data_options
 from mtl_keras.train.recipe import add_recipe_arguments, check_recipe_arguments
@@ -28,10 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         >>> p.parse_args(["--out", "runs/x", "--epochs", "5"]).epochs
         5
     """
-    p.add_argument("--data", default="shapes", help="dataset name (shapes, digits, tfds:..., coco:DIR)")
+    p.add_argument("--data", default="shapes",
+                   help="dataset name (shapes, digits, tfds:..., coco:DIR, csv:FILE, folder:DIR; see mtl-keras data)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where prepared tfds data lives (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); "
                         "saved in config.json for evaluate, explain and export")
+    add_source_flags(p)
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: every label of the dataset)")
     p.add_argument("--trunk", default="resnet50", help="resnet50 | mobilenet_v3_small | mobilenet_v3_large")
     p.add_argument("--weights", default="none", help="trunk weights: none | imagenet | path to .weights.h5")
@@ -170,9 +174,11 @@ def resolve(args) -> tuple[argparse.Namespace, RunDir, dict]:
     run_dir = RunDir(args.out, worker_rank=worker_rank(args))
     if args.resume:
         args = with_settings(args, run_dir.resume_settings())
-    options = data_options(args.data, args.data_dir)
+    options = data_options(args.data, args.data_dir, images=getattr(args, "images", None),
+                           labels=getattr(args, "label", None))
     # Absolute in config.json's args too, so --resume finds the data from any working directory.
     args.data_dir = options.get("data_dir", args.data_dir)
+    args.images = options.get("images", getattr(args, "images", None))
     run_dir.prepare(resume=args.resume, force=args.force)
     return args, run_dir, options
 

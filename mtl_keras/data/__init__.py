@@ -1,4 +1,4 @@
-"""Data sources (built-in scenes, tensorflow-datasets, a user's COCO JSON), ``load`` and ``tasks_for``.
+"""Data sources (built-in scenes, tensorflow-datasets, a user's COCO JSON, CSV or class folders), ``load`` and ``tasks_for``.
 
 Example:
     >>> import mtl_keras as mk
@@ -13,6 +13,8 @@ import functools
 import inspect
 
 from mtl_keras.data.coco import CocoJsonSource
+from mtl_keras.data.csv_source import CsvSource
+from mtl_keras.data.folder_source import FolderSource
 from mtl_keras.data.pipeline import make_pipeline
 from mtl_keras.data.scenes import ScenesSource
 from mtl_keras.data.sharding import sharded_examples
@@ -228,6 +230,9 @@ register_source("shapes", functools.partial(ScenesSource, "shapes"))
 register_source("digits", functools.partial(ScenesSource, "digits"))
 register_source("tfds", _tfds_source, prefixed=True, options=("data_dir", "download", "max_objects"))
 register_source("coco", _coco_source, prefixed=True, options=("max_objects", "flip"))
+# "csv:FILE" (a labels CSV, mtl_keras.data.csv_source) and "folder:DIR" (class folders, mtl_keras.data.folder_source).
+register_source("csv", CsvSource, prefixed=True, options=("images", "labels", "flip"))
+register_source("folder", FolderSource, prefixed=True, options=("flip",))
 
 
 def tasks_for(dataset: str, names=None, **dataset_options) -> list:

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from demo.pictures import ImageError, read_picture
+from mtl_keras.data.describe import describe_tasks
 from mtl_keras.data.pictures import read_picture_tensor
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.tasks import BoxTask, ClassificationTask, DetectionTask, MultilabelTask, SegmentationTask
@@ -234,6 +235,21 @@ class CocoJsonSource:
 
     def class_names(self) -> dict:
         return {name: getattr(t, "classes", None) for name, t in self.tasks().items()}
+
+    def describe(self) -> str:
+        """What will train: the images per split, then one line per task (kind, annotation, classes).
+
+        Returns:
+            The text ``mtl-keras data coco:DIR`` prints.
+
+        Example:
+            >>> print(CocoJsonSource("tests/data/coco").describe())  # doctest: +SKIP
+        """
+        sizes = ", ".join(f"{s} {len(self._images[s])}" for s in SPLITS)
+        where = {"category": "the largest object's category", "box": "the largest object's bbox",
+                 "present": "the categories annotated", "objects": "every annotation's bbox and category",
+                 "mask": "the annotations' segmentations"}
+        return describe_tasks(f"{self.name}: COCO annotations ({sizes})", self.tasks(), where)
 
     def tasks(self) -> dict:
         """The default task for every label this data has."""

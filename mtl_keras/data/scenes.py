@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from demo import scenes as renderer
+from mtl_keras.data.describe import describe_tasks
 from mtl_keras.data.sharding import shard_indices
 from mtl_keras.errors import MtlError
 from mtl_keras.tasks import TASK_TYPES, BoxTask, ClassificationTask, MultilabelTask, RegressionTask
@@ -74,6 +75,24 @@ class ScenesSource:
 
     def class_names(self) -> dict:
         return {name: getattr(t, "classes", None) for name, t in self.tasks().items()}
+
+    def describe(self) -> str:
+        """What will train: the split sizes, then one line per task (kind, scene label, classes).
+
+        Returns:
+            The text ``mtl-keras data shapes`` prints.
+
+        Example:
+            >>> print(ScenesSource("shapes").describe().splitlines()[2])
+            shape    classification  the main object's class        6: circle, square, triangle, diamond, cross, star
+        """
+        sizes = ", ".join(f"{s} {n}" for s, n in self.sizes.items())
+        where = {renderer.main_label_name(self.name): "the main object's class", "color": "the main object's colour",
+                 "present": "the classes in the scene", "box": "the main object's box", "count": "objects in the scene",
+                 "objects": "every object's box and class", "mask": "per pixel: the topmost object",
+                 "depth": "per pixel: the distance"}
+        return describe_tasks(f"{self.name}: built-in scenes rendered from seed {self.seed} ({sizes})", self.tasks(),
+                              where)
 
     def render(self, split: str, index: int, image_size: int):
         """One scene of a split, rendered with this source's seed, object limit and (for digits) sprites.

@@ -59,40 +59,64 @@ def run_config(model_path: str) -> dict:
     return RunDir.of_model(model_path).read_config()
 
 
-def data_options(data: str, data_dir=None, config: dict | None = None) -> dict:
-    """The source options for dataset ``data``: ``--data-dir`` (made absolute) over the run's saved ones.
+# Source options a flag sets: the flag's name, and what the option is for (for a dataset that takes none).
+OPTION_FLAGS = {
+    "data_dir": ("--data-dir", "that is for tfds: datasets; coco:, csv: and folder: name their files themselves"),
+    "images": ("--images", "that is for csv: data whose pictures lie apart from the CSV"),
+    "labels": ("--label", "that is for csv: and tfds: data, whose tasks come from their columns or features"),
+}
+
+
+def _absolute(path) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def data_options(data: str, data_dir=None, config: dict | None = None, images=None, labels=None) -> dict:
+    """The source options for dataset ``data``: the flags given (paths made absolute) over the run's saved ones.
 
     The run's ``data_options`` apply only to the dataset it was trained on; a dataset that takes no
-    data dir (``shapes``, ``coco:DIR``) given one is an ``MtlError`` naming both.
+    such option (``--data-dir`` for ``shapes``, ``--images`` for ``tfds:``) is an ``MtlError`` naming both.
 
     Args:
-        data: the dataset name (``shapes``, ``tfds:NAME``, ``coco:DIR``).
+        data: the dataset name (``shapes``, ``tfds:NAME``, ``coco:DIR``, ``csv:FILE``, ``folder:DIR``).
         data_dir: ``--data-dir``, or None to keep the saved one.
         config: the run's config.json (``{}`` or None for a new run).
+        images: ``--images``, or None to keep the saved one.
+        labels: ``--label`` values (``TASK=FEATURE[:KIND]``), or None/empty to keep the saved ones.
 
     Returns:
         The keyword options for ``mtl_keras.data.load`` and ``tasks_for``.
+
+    Raises:
+        MtlError: the dataset takes no such option.
 
     Example:
         >>> data_options("tfds:voc/2007", "/data/tfds")
         {'data_dir': '/data/tfds'}
         >>> data_options("shapes", config={"data": "tfds:voc/2007", "data_options": {"data_dir": "/data/tfds"}})
         {}
+        >>> data_options("csv:/data/labels.csv", images="/data/pictures", labels=["age=Age:regression"])
+        {'images': '/data/pictures', 'labels': ['age=Age:regression']}
     """
     config = config or {}
     options = dict(config.get("data_options") or {}) if data == config.get("data") else {}
     if data_dir is not None:
-        options["data_dir"] = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-    if "data_dir" not in options:
+        options["data_dir"] = _absolute(data_dir)
+    if images is not None:
+        options["images"] = _absolute(images)
+    if labels:
+        options["labels"] = [str(spec) for spec in labels]
+    flagged = [k for k in OPTION_FLAGS if k in options]
+    if not flagged:
         return options  # nothing to check, and train's early checks stay free of the TensorFlow import
-    # lazy: the data package imports TensorFlow; only a data dir needs the source's option list.
+    # lazy: the data package imports TensorFlow; only a flagged option needs the source's option list.
     from mtl_keras import data as data_lib
 
     accepted = data_lib.source_options(data)
-    if accepted is not None and "data_dir" not in accepted:
-        raise MtlError(
-            f"dataset {data!r} takes no --data-dir (that is for tfds: datasets; coco:DIR names its folder itself)"
-        )
+    for key in flagged:
+        if accepted is not None and key not in accepted:
+            flag, what_for = OPTION_FLAGS[key]
+            raise MtlError(f"dataset {data!r} takes no {flag} ({what_for})")
     return options
 
 
@@ -344,18 +368,20 @@ class RunDir:
         return {k: v for k, v in saved.items() if k not in NOT_RESUMED}
 
     # ----- data and model ----------------------------------------------------------------------
-    def choose_data(self, data: str | None = None, data_dir=None) -> tuple[str | None, dict]:
-        """The dataset (``--data`` over the run's) and its source options (``--data-dir`` over the run's).
+    def choose_data(self, data: str | None = None, data_dir=None, images=None, labels=None) -> tuple[str | None, dict]:
+        """The dataset (``--data`` over the run's) and its source options (the flags over the run's saved ones).
 
         Args:
             data: ``--data``, or None for the dataset the run was trained on.
             data_dir: ``--data-dir``, or None for the run's saved one.
+            images: ``--images``, or None for the run's saved one.
+            labels: ``--label`` values, or None for the run's saved ones.
 
         Returns:
             ``(data, options)``; ``(None, {})`` when neither the flag nor config.json names a dataset.
 
         Raises:
-            MtlError: the dataset takes no data dir.
+            MtlError: the dataset takes no data dir, no picture folder or no label mapping.
 
         Example:
             >>> RunDir("/nonexistent").choose_data("tfds:voc/2007", "/data")
@@ -365,7 +391,7 @@ class RunDir:
         """
         config = self.read_config()
         data = data or config.get("data")
-        return data, (data_options(data, data_dir, config) if data else {})
+        return data, (data_options(data, data_dir, config, images, labels) if data else {})
 
     def load_model(self, safe_mode: bool = True, compile: bool = True):
         """The run's Keras model (``mtl_keras.model.saving.load_model``: clear errors, safe mode).
@@ -388,12 +414,13 @@ class RunDir:
 
         return saving.load_model(self.model, safe_mode=safe_mode, compile=compile)
 
-    def open(self, data: str | None = None, data_dir=None, safe_mode: bool = True, compile: bool = True) -> OpenRun:
+    def open(self, data: str | None = None, data_dir=None, safe_mode: bool = True, compile: bool = True,
+             images=None, labels=None) -> OpenRun:
         """Load the model with its config and the data it was trained on (or ``data``): what evaluate,
         explain and export start from.
 
-        The data options are resolved before the model loads, so a ``--data-dir`` the dataset cannot
-        take fails at once; a missing dataset is reported after the model, so a wrong model path is
+        The data options are resolved before the model loads, so a ``--data-dir`` (``--images``,
+        ``--label``) the dataset cannot take fails at once; a missing dataset is reported after the model, so a wrong model path is
         named first.
 
         Args:
@@ -401,6 +428,8 @@ class RunDir:
             data_dir: ``--data-dir``, or None for the run's saved one.
             safe_mode: see ``load_model``.
             compile: see ``load_model``.
+            images: ``--images``, or None for the run's saved one.
+            labels: ``--label`` values, or None for the run's saved ones.
 
         Returns:
             An ``OpenRun``: the model, config.json, the dataset and its options.
@@ -413,7 +442,7 @@ class RunDir:
             >>> run.data, run.image_size                                         # doctest: +SKIP
             ('shapes', 96)
         """
-        data, options = self.choose_data(data, data_dir)
+        data, options = self.choose_data(data, data_dir, images, labels)
         model = self.load_model(safe_mode=safe_mode, compile=compile)
         if not data:
             raise MtlError(NO_DATA)
