@@ -13,18 +13,24 @@ Example:
 from mtl_keras.balancing.base import BALANCERS, Balancer, get_balancer, register_balancer
 from mtl_keras.balancing.callback import BalancerLogger
 from mtl_keras.balancing.dwa import DWA, dwa_weights
+from mtl_keras.balancing.famo import FAMO
+from mtl_keras.balancing.gls import GLS
 from mtl_keras.balancing.gradnorm import GradNorm, gradnorm_targets, last_shared_kernel
 from mtl_keras.balancing.pcgrad import PCGrad, pcgrad_coefficients
+from mtl_keras.balancing.rlw import RLW
 from mtl_keras.balancing.static import Static
 from mtl_keras.balancing.uncertainty import Uncertainty
 
 __all__ = [
     "BALANCERS",
     "DWA",
+    "FAMO",
+    "GLS",
     "Balancer",
     "BalancerLogger",
     "GradNorm",
     "PCGrad",
+    "RLW",
     "Static",
     "Uncertainty",
     "dwa_weights",
