@@ -126,13 +126,18 @@ def test_dwa_weights_for_a_loss_history():
 
 def test_dwa_balancer_waits_two_epochs_then_follows_the_rates():
     b = DWA(tasks=["a", "b"], temperature=1.0)
-    b.on_epoch_end(0, {"a": 4.0, "b": 1.0})
+
+    def epoch(index, means):  # one step with 8 labels of each task, then the epoch's end
+        b.observe(np.array(means, "float32"), np.full(2, 8.0, "float32"))
+        b.on_epoch_end(index, {})
+
+    epoch(0, [4.0, 1.0])
     assert b.current_weights() == {"a": 1.0, "b": 1.0}
-    b.on_epoch_end(1, {"a": 2.0, "b": 1.0})  # a halves, b stays: b gets more weight
+    epoch(1, [2.0, 1.0])  # a halves, b stays: b gets more weight
     w = b.current_weights()
     assert w["b"] > 1.0 > w["a"]
     assert w["a"] == pytest.approx(2 * math.exp(0.5) / (math.exp(0.5) + math.exp(1.0)), rel=1e-5)
-    b.on_epoch_end(2, {"a": 2.0, "b": 0.5})  # the roles swap
+    epoch(2, [2.0, 0.5])  # the roles swap
     w = b.current_weights()
     assert w["a"] > 1.0 > w["b"]
 
@@ -164,20 +169,21 @@ def test_gradnorm_update_moves_weights_toward_targets_and_keeps_their_sum():
     assert sum(w.values()) == pytest.approx(3.0, rel=1e-5)
 
 
-def test_gradnorm_records_initial_loss_when_a_task_first_appears():
-    b = GradNorm(tasks=["a", "b"])
+def test_gradnorm_records_initial_loss_when_a_task_has_had_its_first_labelled_steps():
+    b = GradNorm(tasks=["a", "b"], initial_steps=1)
+    b.observe(np.array([2.0, 0.0], "float32"), np.array([4.0, 0.0], "float32"))
     b._update(np.array([1.0, 0.0], "float32"), np.array([2.0, 0.0], "float32"), np.array([1.0, 0.0], "float32"))
     np.testing.assert_allclose(b.initial_losses.numpy(), [2.0, 0.0])
     assert b.current_weights()["b"] == pytest.approx(b.current_weights()["a"])  # b untouched, a alone: no change
-    b._update(np.array([1.0, 1.0], "float32"), np.array([1.0, 5.0], "float32"), np.array([1.0, 1.0], "float32"))
+    b.observe(np.array([1.0, 5.0], "float32"), np.array([4.0, 2.0], "float32"))
     np.testing.assert_allclose(b.initial_losses.numpy(), [2.0, 5.0])
 
 
 # ----- registry and options -----------------------------------------------------------------------
 def test_registry_names_and_errors():
-    assert set(BALANCERS) == {"static", "uncertainty", "dwa", "gradnorm", "pcgrad"}
+    assert {"static", "uncertainty", "dwa", "gradnorm", "pcgrad", "rlw", "famo", "gls"} <= set(BALANCERS)
     assert get_balancer("static") is None and get_balancer(None) is None
-    with pytest.raises(MtlError, match="unknown balancer 'grad_norm'; available: dwa, gradnorm"):
+    with pytest.raises(MtlError, match="unknown balancer 'grad_norm'; available: .*dwa, .*gradnorm"):
         get_balancer("grad_norm")
     with pytest.raises(MtlError, match="must be a name"):
         get_balancer(3.0)

@@ -69,6 +69,13 @@ class GradNorm(Balancer):
     scale), then the w_i are renormalised to sum to the number of tasks. ``layer`` names another
     shared layer to measure on.
 
+    L_i(0), the reference of the inverse training rate L̃_i = L_i(t) / L_i(0), is the mean loss over
+    task i's labelled samples in its first ``initial_steps`` (default 10) steps with labels, each
+    step's global-batch masked mean weighted by its label count (from ``observe``): the paper's
+    first-batch loss would rest on the one or two labelled samples a sparse task may have in it.
+    Until a task has its L_i(0) it is taken to train at the average pace (r_i = 1, target Ḡ), so
+    GradNorm equalises norms from the first step and tracks rates once they are measured.
+
     Example:
         >>> b = GradNorm(tasks=["shape", "box"], alpha=1.5)
         >>> b.current_weights()
@@ -78,15 +85,26 @@ class GradNorm(Balancer):
     key = "gradnorm"
     needs_task_gradients = True
 
-    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, layer: str | None = None, **kwargs):
+    def __init__(
+        self, alpha: float = 1.5, learning_rate: float = 0.025, layer: str | None = None, initial_steps: int = 10,
+        **kwargs,
+    ):
         self.alpha = float(alpha)
         self.learning_rate = float(learning_rate)
         self.layer = layer
+        self.initial_steps = int(initial_steps)
+        if self.initial_steps < 1:
+            raise MtlError(f"gradnorm: initial_steps must be at least 1, got {initial_steps}")
         super().__init__(**kwargs)
 
     def build_variables(self, num_tasks):
         self.task_weight_vars = self._state("task_weights", (num_tasks,), "ones")
+        # L_i(0); 0 until the task has had initial_steps steps with labels.
         self.initial_losses = self._state("initial_losses", (num_tasks,))
+        # Over those steps: Σ loss·count, Σ count and the number of steps.
+        self.initial_loss_sums = self._state("initial_loss_sums", (num_tasks,))
+        self.initial_counts = self._state("initial_counts", (num_tasks,))
+        self.initial_steps_seen = self._state("initial_steps_seen", (num_tasks,))
 
     def task_weights(self):
         return ops.cast(self.task_weight_vars, "float32")
@@ -112,13 +130,28 @@ class GradNorm(Balancer):
         self._update(weights * norms, step.all_reduce([losses])[0], present)
         return grads
 
+    def observe(self, losses, counts):
+        counts = ops.cast(counts, "float32")
+        initial = ops.cast(self.initial_losses, "float32")
+        seen = ops.cast(self.initial_steps_seen, "float32")
+        measuring = ops.cast((initial <= 0) & (seen < self.initial_steps) & (counts > 0), "float32")
+        sums = self.initial_loss_sums + measuring * ops.cast(losses, "float32") * counts
+        total = self.initial_counts + measuring * counts
+        seen = seen + measuring
+        self.initial_loss_sums.assign(sums)
+        self.initial_counts.assign(total)
+        self.initial_steps_seen.assign(seen)
+        done = (initial <= 0) & (seen >= self.initial_steps) & (total > 0)
+        self.initial_losses.assign(ops.where(done, ops.divide_no_nan(sums, total), initial))
+
     def _update(self, weighted_norms, global_losses, present):
         initial = ops.cast(self.initial_losses, "float32")
-        # L_i(0) is the first loss seen with labels; a task absent so far gets it later.
-        initial = ops.where((initial <= 0) & (present > 0), global_losses, initial)
-        self.initial_losses.assign(initial)
-        usable = present * ops.cast(initial > 0, "float32")
+        known = present * ops.cast(initial > 0, "float32")
         ratios = ops.divide_no_nan(global_losses, initial)
+        # A task without its L_i(0) yet gets the mean rate of the others: relative rate 1.
+        mean_ratio = ops.where(ops.sum(known) > 0, ops.divide_no_nan(ops.sum(ratios * known), ops.sum(known)), 1.0)
+        ratios = ops.where(known > 0, ratios, mean_ratio)
+        usable = present
         targets = ops.stop_gradient(gradnorm_targets(weighted_norms, ratios, self.alpha, usable))
         count = ops.maximum(ops.sum(usable), 1.0)
         mean_norm = ops.sum(weighted_norms * usable) / count
@@ -131,4 +164,7 @@ class GradNorm(Balancer):
         self.task_weight_vars.assign(ops.where(ok, new, weights))
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate, "layer": self.layer}
+        return {
+            **super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate, "layer": self.layer,
+            "initial_steps": self.initial_steps,
+        }
