@@ -148,14 +148,19 @@ def test_pcgrad_step_applies_the_projected_gradient():
 
     from test_balancers import pcgrad_reference
 
+    from mtl_keras.balancing import PCGrad
+    from mtl_keras.balancing.shared import shared_layers
+
     m = tiny_model()
-    m.compile(optimizer=keras.optimizers.SGD(1.0), balancer="pcgrad", jit_compile=False)
+    m.compile(optimizer=keras.optimizers.SGD(1.0), balancer=PCGrad(grad_level="parameters"), jit_compile=False)
     x, y, w = batch()
-    shared = [v for v in m.trainable_variables if v.path.startswith("trunk_conv")]
+    # What all three tasks read: conv1..conv4 (box reads c4); conv5 is only the classification heads'.
+    shared = [v for layer in shared_layers(m) for v in layer.trainable_variables]
+    assert sorted({v.path.split("/")[0] for v in shared}) == [f"trunk_conv{i}" for i in range(1, 5)]
     with tf.GradientTape(persistent=True) as tape:
         pred = m(x, training=True)
         losses = [m._mtl_losses[n](y[n], pred[n], w[n]) for n in m.task_names]
-    zero = tf.UnconnectedGradients.ZERO  # the box head does not reach the last conv
+    zero = tf.UnconnectedGradients.ZERO
     per_task = [
         np.concatenate([g.numpy().ravel() for g in tape.gradient(l, [v.value for v in shared], unconnected_gradients=zero)])
         for l in losses
