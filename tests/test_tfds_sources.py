@@ -1,4 +1,7 @@
-"""tensorflow-datasets adapters on ``tfds.testing.mock_data``: documented label names, shapes, values."""
+"""tensorflow-datasets adapters on ``tfds.testing.mock_data``: documented label names, shapes, values.
+
+The generic mapping of any other dataset is tested in ``test_tfds_features.py``.
+"""
 
 import numpy as np
 import pytest
@@ -66,14 +69,33 @@ def test_object_datasets_have_present_and_objects(mock, name, classes, first):
     present = ex["labels"]["present"].numpy()
     assert present.tolist() == [float(k in set(labels[valid])) for k in range(classes)]
 
+    # Every object with a box is kept, VOC's difficult ones too; COCO's crowd regions are left out.
+    flag = "is_crowd" if name.startswith("coco") else "is_difficult"
+    flagged_kept = []
+    raws = tfds.as_numpy(tfds.load(name, split=src.tfds_split("val")).take(4))
+    for ex, raw in zip(src.examples("val", SIZE, size=4), raws):
+        raw = raw["objects"]
+        n = min(len(raw["bbox"]), len(raw["label"]))  # mock data's fields differ in length
+        boxes = raw["bbox"][:n]
+        flagged = np.zeros(n, bool)
+        flagged[: min(n, len(raw[flag]))] = raw[flag][:n]
+        has_box = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = has_box & ~flagged if flag == "is_crowd" else has_box
+        got = ex["labels"]["objects"]["labels"].numpy()
+        assert got[got >= 0].tolist() == raw["label"][:n][keep].tolist()
+        flagged_kept.append(bool(np.any(flagged & has_box)))
+    assert any(flagged_kept)  # the mock data holds difficult (VOC) or crowd (COCO) objects with boxes to check
+
     x, y, w = _first_batch(f"tfds:{name}", list(tasks.values()))
     assert tuple(y["objects"].shape) == (4, SIZE // 4, SIZE // 4, classes + 5)
     assert tuple(y["present"].shape) == (4, classes)
 
 
 def test_unknown_names_and_missing_data_are_clear_errors(mock, tmp_path):
-    with pytest.raises(MtlError, match="unknown tfds dataset 'mnist'; available: coco/2014, coco/2017, oxford"):
-        mk.data.get_source("tfds:mnist")
+    with pytest.raises(MtlError, match=r"^unknown tfds dataset 'mnistt'; did you mean mnist"):
+        mk.data.get_source("tfds:mnistt")
+    with pytest.raises(MtlError, match=r"^tfds dataset 'voc/1999' cannot be opened: .*BuilderConfig 1999 not found"):
+        mk.data.get_source("tfds:voc/1999")
     with pytest.raises(MtlError, match="unknown dataset 'voc'; available: .*coco:.*tfds:"):
         mk.data.get_source("voc")
     with pytest.raises(MtlError, match="has no label for task 'mask'; available: present, objects"):

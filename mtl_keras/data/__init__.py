@@ -97,7 +97,7 @@ def source_options(name: str) -> frozenset | None:
 
     Example:
         >>> sorted(source_options("tfds:voc/2007"))
-        ['data_dir', 'download', 'max_objects']
+        ['bool_tasks', 'data_dir', 'download', 'labels', 'max_objects']
         >>> "data_dir" in source_options("shapes")
         False
     """
@@ -228,7 +228,8 @@ def _coco_source(path, **options):
 # Their modules load lazily, so their options are spelled out (tests check them against the classes).
 register_source("shapes", functools.partial(ScenesSource, "shapes"))
 register_source("digits", functools.partial(ScenesSource, "digits"))
-register_source("tfds", _tfds_source, prefixed=True, options=("data_dir", "download", "max_objects"))
+register_source("tfds", _tfds_source, prefixed=True,
+                options=("data_dir", "download", "max_objects", "labels", "bool_tasks"))
 register_source("coco", _coco_source, prefixed=True, options=("max_objects", "flip"))
 # "csv:FILE" (a labels CSV, mtl_keras.data.csv_source) and "folder:DIR" (class folders, mtl_keras.data.folder_source).
 register_source("csv", CsvSource, prefixed=True, options=("images", "labels", "flip"))
