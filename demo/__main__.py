@@ -135,6 +135,11 @@ def run(args) -> int:
                 mask_file = f"{stem}.{task_name}.png"
                 files.write_bytes(os.path.join(args.out, mask_file), _png(Image.fromarray(pred.pop("mask"))))
                 pred["mask_png"] = mask_file
+            if "depth" in pred:  # a 16-bit PNG in millimetres, the common depth-map file
+                depth_file = f"{stem}.{task_name}.png"
+                files.write_bytes(os.path.join(args.out, depth_file),
+                                  _png(Image.fromarray(heads.depth_millimetres(pred.pop("depth")))))
+                pred["depth_png_mm"] = depth_file
             rec_tasks[task_name] = pred
         files.write_bytes(os.path.join(args.out, f"{stem}.png"), _png(picture))
         view = Image.fromarray(image).resize(_view(image), Image.BILINEAR)

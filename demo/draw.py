@@ -25,6 +25,10 @@ CLASS_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (24
                 (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128)]
 VIEW_MIN, VIEW_MAX = 384, 1024
 LINE_WIDTH = 3
+# A rainbow in the manner of Google's Turbo, as anchors from far (0: dark blue) to near (1: dark red):
+# lightness rises to the middle and falls at both ends, so neither end washes out on the page.
+DEPTH_ANCHORS = np.array([(48, 18, 59), (67, 100, 220), (40, 170, 240), (30, 220, 180), (120, 250, 90),
+                          (200, 235, 50), (250, 175, 40), (235, 90, 20), (165, 25, 5), (120, 5, 5)], np.float32)
 
 
 def _font(size: int = 14):
@@ -69,6 +73,40 @@ def task_color(index: int) -> tuple[int, int, int]:
     return TASK_COLORS[index % len(TASK_COLORS)]
 
 
+def depth_colors(depth, near: float | None = None, far: float | None = None) -> np.ndarray:
+    """A depth map as colours: near warm (red), far cool (blue); pixels without depth black.
+
+    Without ``near`` / ``far`` the range is the map's own (its 2nd and 98th percentiles of the
+    measured pixels, so one stray pixel does not flatten the rest).
+
+    Args:
+        depth: a ``[H, W]`` (or ``[H, W, 1]``) array of depths; 0, negative or NaN means no depth.
+        near: the depth shown warmest, or None.
+        far: the depth shown coolest, or None.
+
+    Returns:
+        A uint8 ``[H, W, 3]`` RGB array.
+
+    Example:
+        >>> depth_colors(np.array([[1.0, 10.0, 0.0]]), near=1.0, far=10.0).tolist()
+        [[[120, 5, 5], [48, 18, 59], [0, 0, 0]]]
+    """
+    d = np.asarray(depth, np.float32)
+    d = d[..., 0] if d.ndim == 3 else d
+    measured = np.isfinite(d) & (d > 0)
+    values = d[measured]
+    if near is None or far is None:
+        lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
+        near = lo if near is None else near
+        far = hi if far is None else far
+    span = max(float(far) - float(near), 1e-6)
+    t = np.clip((float(far) - np.where(measured, d, far)) / span, 0.0, 1.0) * (len(DEPTH_ANCHORS) - 1)
+    low = np.minimum(np.floor(t).astype(int), len(DEPTH_ANCHORS) - 2)
+    frac = (t - low)[..., None]
+    rgb = DEPTH_ANCHORS[low] * (1 - frac) + DEPTH_ANCHORS[low + 1] * frac
+    return np.where(measured[..., None], np.round(rgb), 0).astype(np.uint8)
+
+
 def _rel_to_px(box, w, h):
     y0, x0, y1, x1 = [float(v) for v in box]
     return [int(round(x0 * w)), int(round(y0 * h)), int(round(x1 * w)), int(round(y1 * h))]
@@ -111,6 +149,10 @@ def caption(task: dict, pred: dict) -> str | None:
         return f"{name}: " + ", ".join(f"{c} {a:.0%}" for c, a in list(pred["areas"].items())[:4])
     if kind == "detection":
         return f"{name}: {len(pred['objects'])} object{'s' * (len(pred['objects']) != 1)}"
+    if kind == "depth":
+        units = (task.get("decoding") or {}).get("units") or ""
+        return (f"{name}: {pred['nearest']:.2f}-{pred['farthest']:.2f}{units}, centre {pred['centre']:.2f}{units} "
+                "(right: near red, far blue)")
     return None
 
 
@@ -119,6 +161,7 @@ def annotate(image: np.ndarray, tasks: list, predictions: dict) -> tuple[Image.I
 
     ``tasks`` are the model card's task entries, ``predictions`` the decoded outputs by task name.
     Masks first (under everything), then detected objects, then single boxes, then the captions.
+    A depth map is drawn in colour beside the picture (``depth_colors``), one panel per depth task.
 
     Args:
         image: the picture, uint8 ``[H, W, 3]`` RGB.
@@ -175,11 +218,27 @@ def annotate(image: np.ndarray, tasks: list, predictions: dict) -> tuple[Image.I
                 text = f"{name}: {predictions[main['name']]['label']}"
             _label(draw, xyxy[:2], text, colors[name], font, (w, h))
             drawn[name] = {"xyxy": xyxy, "color": list(colors[name]), "width": LINE_WIDTH}
+    panels = []
+    for task in tasks:
+        pred = predictions.get(task["name"])
+        if task["kind"] == "depth" and pred is not None:
+            # Resized as depths, then coloured: the colours stay on the map's scale.
+            d = np.asarray(Image.fromarray(np.asarray(pred["depth"], np.float32)).resize((w, h), Image.BILINEAR))
+            x0 = w * (len(panels) + 1)
+            panels.append(Image.fromarray(depth_colors(d)))
+            drawn[task["name"]] = {"xyxy": [x0, 0, x0 + w, h], "colors": "near red, far blue (turbo-like)",
+                                   "range": [round(float(pred["nearest"]), 4), round(float(pred["farthest"]), 4)]}
+    if panels:
+        wide = Image.new("RGB", (w * (len(panels) + 1), h), (250, 250, 250))
+        wide.paste(picture, (0, 0))
+        for i, panel in enumerate(panels):
+            wide.paste(panel, (w * (i + 1), 0))
+        picture = wide
     lines = [(t["name"], caption(t, predictions[t["name"]])) for t in tasks
              if t["name"] in predictions and t["kind"] not in ("box",)]
     lines = [(n, c) for n, c in lines if c]
     line_h = font.size + 6 if hasattr(font, "size") else 16
-    panel = Image.new("RGB", (w, h + 8 + line_h * len(lines)), (250, 250, 250))
+    panel = Image.new("RGB", (picture.width, h + 8 + line_h * len(lines)), (250, 250, 250))
     panel.paste(picture, (0, 0))
     draw = ImageDraw.Draw(panel)
     for i, (name, text) in enumerate(lines):

@@ -143,8 +143,9 @@ def segmentation(output, classes) -> dict:
 def depth(output, max_depth: float | None = None) -> dict:
     """A per-pixel depth map (``depth``, float32, not written to JSON) and its nearest, farthest, median and centre depth.
 
-    Unusable values (NaN, negative) become 0 and, with ``max_depth``, depths are clipped to it; the
-    centre is the median over the middle half of the image.
+    Unusable values (NaN, negative) become 0 (no depth) and, with ``max_depth``, depths are clipped to
+    it. The numbers are over the pixels with a depth (0 when none has one); the centre is the median
+    over the middle half of the image.
 
     Args:
         output: one image's depth output, ``[H, W, 1]`` or ``[H, W]``.
@@ -170,7 +171,10 @@ def depth(output, max_depth: float | None = None) -> dict:
     d = np.clip(np.nan_to_num(d, nan=0.0, posinf=top, neginf=0.0), 0.0, top)
     h, w = d.shape
     centre = d[h // 4: h - h // 4, w // 4: w - w // 4]
-    stats = {"nearest": d.min(), "farthest": d.max(), "median": np.median(d), "centre": np.median(centre)}
+    seen, seen_centre = d[d > 0], centre[centre > 0]
+    stats = {"nearest": seen.min() if seen.size else 0.0, "farthest": seen.max() if seen.size else 0.0,
+             "median": np.median(seen) if seen.size else 0.0,
+             "centre": np.median(seen_centre) if seen_centre.size else 0.0}
     return {**{k: round(float(v), 4) for k, v in stats.items()}, "depth": d}
 
 

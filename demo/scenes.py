@@ -6,6 +6,9 @@ device must be able to render sample scenes without TensorFlow. The training lib
 
 Every scene holds 1..``max_objects`` objects on a textured background. The *main* object is the
 largest one; it is drawn last, so it is never occluded and its box is tight around its pixels.
+The ``depth`` label (float32, metre-like units) places the background on a slanted floor, 10 at the
+top row to 5 at the bottom, and each object in front of everything drawn before it (1.5..4.5, the
+larger nearer), so the main object is the nearest.
 
 Example:
     >>> scene = render_scene(seed=0, split="train", index=3, image_size=64)
@@ -37,6 +40,12 @@ _RGB = {
 # wide at the smallest image size the trunks accept (32 px).
 _MIN_SIZE, _MAX_SIZE = 0.22, 0.55
 _MAX_OVERLAP_IOU = 0.2
+# The depth label, in metre-like units: the background is a floor seen at a slant, _FAR at the top
+# row and _FLOOR_NEAR at the bottom one; objects stand in front of it, a larger one nearer (as it
+# would look), and each nearer than every object drawn before it.
+_FAR, _FLOOR_NEAR = 10.0, 5.0
+_OBJECT_FAR, _OBJECT_NEAR = 4.5, 1.5
+_NEARER = 0.95  # an object drawn later is at most this fraction of the previous one's depth
 
 
 @dataclasses.dataclass
@@ -104,9 +113,9 @@ def label_names(source: str) -> tuple[str, ...]:
 
     Example:
         >>> label_names("shapes")
-        ('shape', 'color', 'present', 'box', 'count', 'objects', 'mask')
+        ('shape', 'color', 'present', 'box', 'count', 'objects', 'mask', 'depth')
     """
-    return (main_label_name(source), "color", "present", "box", "count", "objects", "mask")
+    return (main_label_name(source), "color", "present", "box", "count", "objects", "mask", "depth")
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -139,6 +148,18 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
     grain = rng.normal(0, 6, size=(size, size, 1))
     return np.clip(smooth + grain, 0, 255)
+
+
+def _floor_depth(size: int) -> np.ndarray:
+    rows = _FAR + (_FLOOR_NEAR - _FAR) * (np.arange(size, dtype=np.float32) + 0.5) / size
+    return np.repeat(rows[:, None], size, axis=1).astype(np.float32)
+
+
+def _object_depth(r: float, previous: float) -> float:
+    """The depth of an object of relative radius ``r`` drawn after one at depth ``previous``."""
+    share = (2 * r - _MIN_SIZE) / (_MAX_SIZE - _MIN_SIZE)
+    by_size = _OBJECT_FAR - (_OBJECT_FAR - _OBJECT_NEAR) * min(max(share, 0.0), 1.0)
+    return min(by_size, _NEARER * previous)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -261,6 +282,8 @@ def render_scene(
     classes = rng.integers(0, len(names), size=len(placed))
     colors = rng.integers(0, len(COLORS), size=len(placed))
     seg = np.zeros((size, size), np.uint8)
+    depth = _floor_depth(size)
+    z = _FLOOR_NEAR
     boxes = np.full((max_objects, 4), -1.0, np.float32)
     labels = np.full((max_objects,), -1, np.int32)
     for i, ((cy, cx, r), k, c) in enumerate(zip(placed, classes, colors)):
@@ -275,6 +298,8 @@ def render_scene(
         shade = rng.normal(0, 5, size=(size, size, 1))
         image = np.where(mask[..., None], np.clip(tint + shade, 0, 255), image)
         seg[mask] = k + 1
+        z = _object_depth(r, z)
+        depth[mask] = z
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         boxes[i] = (rows[0] / size, cols[0] / size, (rows[-1] + 1) / size, (cols[-1] + 1) / size)
         labels[i] = k
@@ -289,5 +314,6 @@ def render_scene(
         "count": np.float32(len(placed)),
         "objects": {"boxes": boxes, "labels": labels},
         "mask": seg,
+        "depth": depth,
     }
     return Scene(image=image.astype(np.uint8), labels=scene_labels)

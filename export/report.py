@@ -80,7 +80,8 @@ def parse_floor(text: str, tasks) -> Floor:
         tasks: the model's ``Task`` objects.
 
     Returns:
-        A ``Floor``; its direction is the task's for its primary metric, else lower is better for mae/mse/loss.
+        A ``Floor``; its direction is the task's for its primary metric, else lower is better for
+        mae/mse/rmse/abs_rel/loss.
 
     Raises:
         MtlError: no ``=``, a task the model does not have, or a value that is not a number.
@@ -103,7 +104,7 @@ def parse_floor(text: str, tasks) -> Floor:
         raise MtlError(f"--min-metric {text!r}: {value!r} is not a number") from None
     task = by_name[task_name]
     metric = metric or task.primary_metric
-    higher = task.higher_is_better if metric == task.primary_metric else metric not in ("mae", "mse", "loss")
+    higher = task.higher_is_better if metric == task.primary_metric else metric not in ("mae", "mse", "rmse", "abs_rel", "loss")
     return Floor(task_name, metric, bound, higher)
 
 

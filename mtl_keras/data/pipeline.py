@@ -13,18 +13,18 @@ from mtl_keras import tasks as task_lib
 from mtl_keras.errors import MtlError
 
 
-# The labels of the built-in sources' box, detection and segmentation tasks: what the flip and the
-# resize move when they are not told the tasks.
-DEFAULT_SPATIAL = {"box": ("box",), "detection": ("objects",), "segmentation": ("mask",)}
+# The labels of the built-in sources' box, detection, segmentation and depth tasks: what the flip and
+# the resize move when they are not told the tasks.
+DEFAULT_SPATIAL = {"box": ("box",), "detection": ("objects",), "segmentation": ("mask",), "depth": ("depth",)}
 
 
 def spatial_labels(tasks=None) -> dict:
-    """Which labels move with the pixels, by task kind: ``{"box"|"detection"|"segmentation": names}``.
+    """Which labels move with the pixels, by task kind: ``{"box"|"detection"|"segmentation"|"depth": names}``.
 
     Args:
-        tasks: the tasks whose labels are read (``BoxTask``, ``DetectionTask`` and ``SegmentationTask``
-            and their subclasses are found by type, whatever their names); ``None``: the built-in
-            sources' ``box``, ``objects`` and ``mask``.
+        tasks: the tasks whose labels are read (``BoxTask``, ``DetectionTask``, ``SegmentationTask`` and
+            ``DepthTask`` and their subclasses are found by type, whatever their names); ``None``: the
+            built-in sources' ``box``, ``objects``, ``mask`` and ``depth``.
 
     Returns:
         A tuple of label names per kind.
@@ -32,17 +32,21 @@ def spatial_labels(tasks=None) -> dict:
     Example:
         >>> from mtl_keras.tasks import BoxTask, SegmentationTask
         >>> spatial_labels([BoxTask("where"), SegmentationTask("parts", classes=["bg", "cat"])])
-        {'box': ('where',), 'detection': (), 'segmentation': ('parts',)}
+        {'box': ('where',), 'detection': (), 'segmentation': ('parts',), 'depth': ()}
     """
     if tasks is None:
         return dict(DEFAULT_SPATIAL)
     tasks = list(tasks)
-    kinds = {"box": task_lib.BoxTask, "detection": task_lib.DetectionTask, "segmentation": task_lib.SegmentationTask}
+    kinds = {"box": task_lib.BoxTask, "detection": task_lib.DetectionTask, "segmentation": task_lib.SegmentationTask,
+             "depth": task_lib.DepthTask}
     return {kind: tuple(t.name for t in tasks if isinstance(t, cls)) for kind, cls in kinds.items()}
 
 
 def resize_example(example: dict, image_size: int, tasks=None) -> dict:
-    """Resize the image (bilinear) and the segmentation masks (nearest) to ``image_size`` square.
+    """Resize the image (bilinear) and the segmentation masks and depth maps (nearest) to ``image_size`` square.
+
+    Nearest, for depth too: blending would invent depths at object edges and spread the 0 / NaN of
+    unmeasured pixels into their neighbours.
 
     Relative boxes need no change.
 
@@ -67,10 +71,16 @@ def resize_example(example: dict, image_size: int, tasks=None) -> dict:
     size = [image_size, image_size]
     if image.shape[:2] != tuple(size):
         image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
-        for name in spatial_labels(tasks)["segmentation"]:
+        spatial = spatial_labels(tasks)
+        for name in spatial["segmentation"]:
             if name in labels:
                 mask = tf.convert_to_tensor(labels[name])
                 labels[name] = tf.squeeze(tf.image.resize(mask[..., None], size, method="nearest"), -1)
+        for name in spatial.get("depth", ()):
+            if name in labels:
+                depth = tf.cast(labels[name], tf.float32)
+                depth = tf.reshape(depth, tf.shape(depth)[:2])  # [H, W] or [H, W, 1]
+                labels[name] = tf.squeeze(tf.image.resize(depth[..., None], size, method="nearest"), -1)
     return {**example, "image": image, "labels": labels}
 
 
@@ -105,6 +115,8 @@ class BoxAwareFlip:
         box_names = [n for n in self.spatial["box"] if n in labels]
         detection_names = [n for n in self.spatial["detection"] if n in labels]
         mask_names = [n for n in self.spatial["segmentation"] if n in labels]
+        # Depth maps flip with the masks but keep their fractional values (masks are rounded back).
+        depth_names = [n for n in self.spatial.get("depth", ()) if n in labels]
         inputs = {"images": tf.cast(example["image"], tf.float32)}
         boxes, box_labels, counts = [], [], []
         for name in box_names:
@@ -117,9 +129,10 @@ class BoxAwareFlip:
             counts.append(tf.shape(boxes[-1])[0])
         if boxes:
             inputs["bounding_boxes"] = {"boxes": tf.concat(boxes, 0), "labels": tf.concat(box_labels, 0)}
-        if mask_names:
+        if mask_names or depth_names:
             # Several masks flip as the channels of one map.
             masks = [tf.cast(labels[n], tf.float32) for n in mask_names]
+            masks += [tf.reshape(tf.cast(labels[n], tf.float32), tf.shape(inputs["images"])[:2]) for n in depth_names]
             inputs["segmentation_masks"] = tf.stack(masks, axis=-1)
         flipped = self.layer(inputs, training=True)
         if boxes:
@@ -132,6 +145,8 @@ class BoxAwareFlip:
         for i, name in enumerate(mask_names):
             mask_dtype = tf.convert_to_tensor(labels[name]).dtype
             labels[name] = tf.cast(tf.round(flipped["segmentation_masks"][..., i]), mask_dtype)
+        for i, name in enumerate(depth_names, start=len(mask_names)):
+            labels[name] = flipped["segmentation_masks"][..., i]
         return {**example, "image": flipped["images"], "labels": labels}
 
 

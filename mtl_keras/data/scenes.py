@@ -71,6 +71,8 @@ class ScenesSource:
             tasks["objects"] = TASK_TYPES["detection"]("objects", classes=classes, max_objects=self.max_objects)
         if "segmentation" in TASK_TYPES:
             tasks["mask"] = TASK_TYPES["segmentation"]("mask", classes=["background", *classes])
+        if "depth" in TASK_TYPES:
+            tasks["depth"] = TASK_TYPES["depth"]("depth")
         return tasks
 
     def class_names(self) -> dict:
@@ -142,19 +144,21 @@ class ScenesSource:
             lab = s.labels
             return (
                 s.image, lab[main], lab["color"], lab["present"], lab["box"], lab["count"],
-                lab["objects"]["boxes"], lab["objects"]["labels"], lab["mask"],
+                lab["objects"]["boxes"], lab["objects"]["labels"], lab["mask"], lab["depth"],
             )
 
-        dtypes = (tf.uint8, tf.int32, tf.int32, tf.float32, tf.float32, tf.float32, tf.float32, tf.int32, tf.uint8)
-        shapes = ([image_size, image_size, 3], [], [], [k], [4], [], [m, 4], [m], [image_size, image_size])
+        dtypes = (tf.uint8, tf.int32, tf.int32, tf.float32, tf.float32, tf.float32, tf.float32, tf.int32, tf.uint8,
+                  tf.float32)
+        shapes = ([image_size, image_size, 3], [], [], [k], [4], [], [m, 4], [m], [image_size, image_size],
+                  [image_size, image_size])
 
         def to_example(index):
             flat = tf.numpy_function(render_flat, [index], dtypes, stateful=False)
             flat = [tf.ensure_shape(t, s) for t, s in zip(flat, shapes)]
-            image, cls, color, present, box, count, oboxes, olabels, mask = flat
+            image, cls, color, present, box, count, oboxes, olabels, mask, depth = flat
             labels = {
                 main: cls, "color": color, "present": present, "box": box, "count": count,
-                "objects": {"boxes": oboxes, "labels": olabels}, "mask": mask,
+                "objects": {"boxes": oboxes, "labels": olabels}, "mask": mask, "depth": depth,
             }
             return {"image": image, "labels": labels}
 
