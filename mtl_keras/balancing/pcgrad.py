@@ -34,17 +34,18 @@ def pcgrad_coefficients(gram, orders):
     orders = ops.convert_to_tensor(orders, "int32")
     k = gram.shape[0]
     eye = ops.eye(k, dtype="float32")
-    total = ops.zeros((k,), "float32")
-    for i in range(k):
-        a = eye[i]
-        for p in range(k):
-            j = orders[i, p]
-            dot = ops.sum(a * ops.take(gram, j, axis=1))
-            norm2 = ops.take(ops.diagonal(gram), j)
-            conflict = ops.cast((dot < 0) & (j != i), "float32")
-            a = a - conflict * ops.divide_no_nan(dot, norm2) * ops.one_hot(j, k, dtype="float32")
-        total = total + a
-    return total
+    diagonal = ops.diagonal(gram)
+    # Row i of ``a`` is task i's projected gradient; the K surgeries are independent, so they run
+    # side by side: visit p takes each task to its own p-th task (one-hot rows), K steps in all.
+    a = eye
+    for p in range(k):
+        visited = ops.one_hot(orders[:, p], k, dtype="float32")  # row i: e_j, j = orders[i, p]
+        dot = ops.sum(a * ops.matmul(visited, gram), axis=1)  # g_i^PC · g_j
+        norm2 = ops.matmul(visited, diagonal[:, None])[:, 0]
+        other = ops.sum(visited * eye, axis=1) == 0
+        conflict = ops.cast((dot < 0) & other, "float32")
+        a = a - (conflict * ops.divide_no_nan(dot, norm2))[:, None] * visited
+    return ops.sum(a, axis=0)
 
 
 @register_balancer
