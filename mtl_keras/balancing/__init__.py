@@ -10,18 +10,31 @@ Example:
     ['dwa', 'gradnorm', 'pcgrad', 'static', 'uncertainty']
 """
 
+from mtl_keras.balancing.aligned_mtl import AlignedMTL, aligned_mtl_matrix, aligned_mtl_weights
 from mtl_keras.balancing.base import BALANCERS, Balancer, get_balancer, register_balancer
 from mtl_keras.balancing.callback import BalancerLogger
+from mtl_keras.balancing.db_mtl import DBMTL, db_mtl_weights
 from mtl_keras.balancing.dwa import DWA, dwa_weights
 from mtl_keras.balancing.famo import FAMO
 from mtl_keras.balancing.gls import GLS
 from mtl_keras.balancing.gradnorm import GradNorm, gradnorm_targets, last_shared_kernel
+from mtl_keras.balancing.gradvac import GradVac, gradvac_coefficients
+from mtl_keras.balancing.imtl import IMTL, imtl_weights
 from mtl_keras.balancing.pcgrad import PCGrad, pcgrad_coefficients
 from mtl_keras.balancing.rlw import RLW
 from mtl_keras.balancing.static import Static
 from mtl_keras.balancing.uncertainty import Uncertainty
 
 __all__ = [
+    "AlignedMTL",
+    "DBMTL",
+    "GradVac",
+    "IMTL",
+    "aligned_mtl_matrix",
+    "aligned_mtl_weights",
+    "db_mtl_weights",
+    "gradvac_coefficients",
+    "imtl_weights",
     "BALANCERS",
     "DWA",
     "FAMO",
