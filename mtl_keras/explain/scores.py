@@ -15,6 +15,7 @@ from outside its task file; a kind without a rule is reported as "no score rule"
 | regression | value | unit 0 | unit 0 | unit index |
 | detection | heatmap logits | class of the highest peak; score = that peak | largest labelled object's class | class |
 | segmentation | pixel logits | most frequent predicted non-background class; mean logit over its pixels | labelled pixels of the main labelled class | class |
+| depth | log-depth | nearness of the image centre: minus the mean log-depth over its middle half | the same | none |
 
 Example:
     >>> import numpy as np
