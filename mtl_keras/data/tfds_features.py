@@ -199,9 +199,9 @@ def _objects(keys, classes, box, label) -> dict:
 def _choices(keys, feature, ctx) -> tuple[dict, tuple, str]:
     """``(kind -> Label, the kinds mapped by default, why none)`` for a feature outside a sequence of records."""
     F = ctx["types"]
-    name = type(feature).__name__
-    if name in _SKIP_TYPES and isinstance(feature, getattr(F, name)):
-        return {}, (), _SKIP_TYPES[name]
+    for type_name, reason in _SKIP_TYPES.items():
+        if isinstance(feature, getattr(F, type_name)):
+            return {}, (), reason
     if isinstance(feature, F.Sequence):
         return _sequence_choices(keys, feature, F)
     if isinstance(feature, F.FeaturesDict):
@@ -229,7 +229,7 @@ def _choices(keys, feature, ctx) -> tuple[dict, tuple, str]:
         return {"box": Label("", "box", keys, "box"), "regression": _numbers(keys, 4)}, ("box",), ""
     if isinstance(feature, F.Tensor):
         return _tensor_choices(keys, feature, ctx)
-    return {}, (), f"a {name} feature"
+    return {}, (), f"a {type(feature).__name__} feature"
 
 
 def _tensor_choices(keys, feature, ctx):
