@@ -129,36 +129,7 @@ def test_bad_settings_are_clear_errors():
         DepthTask("depth").gradcam_score(np.zeros((1, 4, 4, 1), np.float32), None, "circle")
 
 
-# ----- the scenes' depth label ---------------------------------------------------------------------
-def test_scene_depth_is_a_slanted_floor_with_nearer_objects_drawn_later():
-    checked = 0
-    for i in range(40):
-        s = scenes.render_scene(seed=5, split="train", index=i, image_size=48, max_objects=3)
-        depth, seg = s.labels["depth"], s.labels["mask"]
-        assert depth.dtype == np.float32 and depth.shape == (48, 48)
-        assert np.isfinite(depth).all() and depth.min() >= 1.0 and depth.max() <= 10.0
-        floor = seg == 0
-        # The floor: one depth per row, 10 at the top edge to 5 at the bottom one, a straight slant.
-        slant = np.broadcast_to((10.0 - 5.0 * (np.arange(48) + 0.5) / 48)[:, None], (48, 48))
-        np.testing.assert_allclose(depth[floor], slant[floor], rtol=1e-6)
-        # Objects stand in front of the whole floor.
-        assert depth[~floor].max() < 5.0
-        # One depth per object; in drawing order (boxes are stored in it) each is nearer than the last:
-        # the pixels at the k-th largest depth lie in the k-th drawn object's box.
-        boxes = s.labels["objects"]["boxes"][s.labels["objects"]["labels"] >= 0]
-        levels = np.unique(depth[~floor])[::-1]
-        if len(levels) != len(boxes):
-            continue  # an object hidden under later ones shows no depth of its own
-        for z, (y0, x0, y1, x1) in zip(levels, boxes * 48):
-            ys, xs = np.nonzero(depth == z)
-            assert ys.min() >= y0 and ys.max() < y1 and xs.min() >= x0 and xs.max() < x1
-        # The main object (the largest, drawn last) is the nearest thing in the picture.
-        main = seg == s.labels["shape"] + 1
-        assert depth[main].min() == depth.min()
-        checked += len(boxes) > 1
-    assert checked >= 10
-
-
+# ----- the scenes' depth task (the label itself: tests/test_scenes.py) --------------------------
 def test_scene_depth_is_deterministic_and_leaves_the_other_labels():
     a = scenes.render_scene(seed=2, split="val", index=4, image_size=32)
     b = scenes.render_scene(seed=2, split="val", index=4, image_size=32)

@@ -86,6 +86,7 @@ def test_digits_source_uses_sprites_and_labels_digits():
     s = scenes.render_scene(index=2, source="digits", sprites=(d.images, d.target), image_size=64)
     assert "digit" in s.labels and 0 <= s.labels["digit"] <= 9
     assert s.labels["present"].shape == (10,)
+    assert s.labels["depth"].shape == (64, 64) and s.labels["depth"][s.labels["mask"] > 0].max() < 5.0
     with pytest.raises(ValueError, match="sprites"):
         scenes.render_scene(source="digits")
 
@@ -98,3 +99,32 @@ def test_digits_source_uses_sprites_and_labels_digits():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         scenes.render_scene(**kwargs)
+
+
+def test_scene_depth_is_a_slanted_floor_with_nearer_objects_drawn_later():
+    checked = 0
+    for i in range(40):
+        s = scenes.render_scene(seed=5, split="train", index=i, image_size=48, max_objects=3)
+        depth, seg = s.labels["depth"], s.labels["mask"]
+        assert depth.dtype == np.float32 and depth.shape == (48, 48)
+        assert np.isfinite(depth).all() and depth.min() >= 1.0 and depth.max() <= 10.0
+        floor = seg == 0
+        # The floor: one depth per row, 10 at the top edge to 5 at the bottom one, a straight slant.
+        slant = np.broadcast_to((10.0 - 5.0 * (np.arange(48) + 0.5) / 48)[:, None], (48, 48))
+        np.testing.assert_allclose(depth[floor], slant[floor], rtol=1e-6)
+        # Objects stand in front of the whole floor.
+        assert depth[~floor].max() < 5.0
+        # One depth per object; in drawing order (boxes are stored in it) each is nearer than the last:
+        # the pixels at the k-th largest depth lie in the k-th drawn object's box.
+        boxes = s.labels["objects"]["boxes"][s.labels["objects"]["labels"] >= 0]
+        levels = np.unique(depth[~floor])[::-1]
+        if len(levels) != len(boxes):
+            continue  # an object hidden under later ones shows no depth of its own
+        for z, (y0, x0, y1, x1) in zip(levels, boxes * 48):
+            ys, xs = np.nonzero(depth == z)
+            assert ys.min() >= y0 and ys.max() < y1 and xs.min() >= x0 and xs.max() < x1
+        # The main object (the largest, drawn last) is the nearest thing in the picture.
+        main = seg == s.labels["shape"] + 1
+        assert depth[main].min() == depth.min()
+        checked += len(boxes) > 1
+    assert checked >= 10
