@@ -141,7 +141,7 @@ def segmentation(output, classes) -> dict:
 
 
 def depth(output, max_depth: float | None = None) -> dict:
-    """A per-pixel depth map (``depth``, float32, not written to JSON) and its nearest, farthest, median and centre depth.
+    """A per-pixel depth map (``depth``, float32, not for JSON) and its nearest, farthest, median, centre depth.
 
     Unusable values (NaN, negative) become 0 (no depth) and, with ``max_depth``, depths are clipped to
     it. The numbers are over the pixels with a depth (0 when none has one); the centre is the median

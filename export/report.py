@@ -104,7 +104,8 @@ def parse_floor(text: str, tasks) -> Floor:
         raise MtlError(f"--min-metric {text!r}: {value!r} is not a number") from None
     task = by_name[task_name]
     metric = metric or task.primary_metric
-    higher = task.higher_is_better if metric == task.primary_metric else metric not in ("mae", "mse", "rmse", "abs_rel", "loss")
+    lower_is_better = ("mae", "mse", "rmse", "abs_rel", "loss")
+    higher = task.higher_is_better if metric == task.primary_metric else metric not in lower_is_better
     return Floor(task_name, metric, bound, higher)
 
 

@@ -243,7 +243,8 @@ def test_tiny_shape_and_depth_model_trains_and_reloads(tmp_path):
     assert tuple(model.output["depth"].shape) == (None, 32, 32, 1)
     # Eager: tracing the train step would cost several times these three small steps.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
-    x, y, w = next(iter(mk.data.load("shapes", "train", image_size=32, batch_size=8, tasks=tasks, size=8, augment=False)))
+    data = mk.data.load("shapes", "train", image_size=32, batch_size=8, tasks=tasks, size=8, augment=False)
+    x, y, w = next(iter(data))
     history = model.fit(x, y, sample_weight=w, epochs=3, batch_size=8, verbose=0).history
     losses = history["depth_loss"]
     assert np.isfinite(losses).all() and np.all(np.diff(losses) < 0) and losses[-1] < 0.7 * losses[0]

@@ -136,7 +136,8 @@ class DepthLoss(keras.losses.Loss):
             return ops.abs(pred - truth) * mask
         d = (ops.log(pred) - ops.log(truth)) * mask
         axes = tuple(range(1, len(d.shape)))
-        # Each image's mean log error over its own valid pixels; sum_p (d_p² - λ·d_p·mean) = n·(mean d² - λ·mean²).
+        # Each image's mean log error over its own valid pixels:
+        # sum_p (d_p² - λ·d_p·mean) = n·(mean d² - λ·mean²), Eigen's loss times the pixel count.
         mean = ops.divide_no_nan(ops.sum(d, axis=axes, keepdims=True), ops.sum(mask, axis=axes, keepdims=True))
         return (ops.square(d) - self.si_lambda * d * mean) * mask
 
