@@ -189,7 +189,7 @@ def test_declared_options_match_the_source_class():
     assert mk.data.source_options("csv:x.csv") == frozenset(list(inspect.signature(CsvSource).parameters)[1:])
 
 
-def test_train_then_evaluate_reuses_the_saved_picture_folder_and_labels(tmp_path, capsys):
+def test_train_then_evaluate_reuses_the_saved_picture_folder_and_labels(tmp_path, capsys, monkeypatch):
     pictures = tmp_path / "pictures"
     header = ["image", "species", "weight", "split"]
     rows = []
@@ -197,17 +197,23 @@ def test_train_then_evaluate_reuses_the_saved_picture_folder_and_labels(tmp_path
         write_picture(pictures / f"{i:02d}.png", i)
         rows.append([f"{i:02d}.png", SPECIES[i % 3] if i % 4 else "", str(i % 5) if i % 3 else "",
                      "train" if i < 16 else ("val" if i < 20 else "test")])
-    csv_path = write_csv(tmp_path / "sheet" / "labels.csv", header, rows)
-    out = tmp_path / "run"
-    args = ["train", "--data", f"csv:{csv_path}", "--images", str(pictures), "--label", "size=weight:regression",
-            "--trunk", "mobilenet_v3_small", "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--out", str(out)]
+    write_csv(tmp_path / "sheet" / "labels.csv", header, rows)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", "csv:sheet/labels.csv", "--images", "pictures", "--label", "size=weight:regression",
+            "--trunk", "mobilenet_v3_small", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
+            "--mixed-precision", "off", "--out", "run"]
     assert main(args) == 0
+    out = tmp_path / "run"
     config = json.loads((out / "config.json").read_text())
+    # Paths saved absolute: the run's data is found from any working directory.
+    assert config["data"] == f"csv:{tmp_path / 'sheet' / 'labels.csv'}"
     assert config["data_options"] == {"images": str(pictures), "labels": ["size=weight:regression"]}
     assert [t["name"] for t in config["tasks"]] == ["size", "species"]
     assert config["tasks"][1]["classes"] == SPECIES
     capsys.readouterr()
-    # No --images, no --label: the run's saved options find the pictures and the same tasks.
+    # No --images, no --label, another directory: the run's saved options find the pictures and the same tasks.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["evaluate", str(out / "model.keras"), "--split", "test"]) == 0
     metrics = json.loads((out / "metrics_test.json").read_text())["tasks"]
     assert set(metrics) == {"size", "species"}

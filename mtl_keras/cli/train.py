@@ -15,7 +15,7 @@ import os
 from mtl_keras.errors import MtlError
 from mtl_keras.run.data_flags import add_source_flags
 from mtl_keras.run.entry import check_positive
-from mtl_keras.run.folder import RunDir, data_options
+from mtl_keras.run.folder import RunDir, absolute_data, data_options
 from mtl_keras.train.recipe import add_recipe_arguments, check_recipe_arguments
 
 
@@ -176,7 +176,9 @@ def resolve(args) -> tuple[argparse.Namespace, RunDir, dict]:
         args = with_settings(args, run_dir.resume_settings())
     options = data_options(args.data, args.data_dir, images=getattr(args, "images", None),
                            labels=getattr(args, "label", None))
-    # Absolute in config.json's args too, so --resume finds the data from any working directory.
+    # Absolute in config.json's args too, so --resume (and evaluate, explain, export) find the data from any
+    # working directory.
+    args.data = absolute_data(args.data)
     args.data_dir = options.get("data_dir", args.data_dir)
     args.images = options.get("images", getattr(args, "images", None))
     run_dir.prepare(resume=args.resume, force=args.force)

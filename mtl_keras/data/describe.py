@@ -65,7 +65,7 @@ def describe_tasks(title: str, tasks: dict, where: dict | None = None, labelled:
         box   box   -     3/4       -
         one note
     """
-    where, labelled = where or {}, labelled
+    where = where or {}
     header = ["task", "kind", "from", *(["labelled"] if labelled is not None else []), "classes"]
     rows = []
     for name, task in tasks.items():

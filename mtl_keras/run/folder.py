@@ -67,8 +67,29 @@ OPTION_FLAGS = {
 }
 
 
+# Datasets named by a path (``csv:labels.csv``): a run saves them absolute, like --data-dir and --images.
+PATH_PREFIXES = ("coco:", "csv:", "folder:")
+
+
 def _absolute(path) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def absolute_data(data: str) -> str:
+    """``data`` with the path of a path-named dataset made absolute, so a run finds it from any working directory.
+
+    Args:
+        data: a dataset name (``shapes``, ``tfds:NAME``, ``coco:DIR``, ``csv:FILE``, ``folder:DIR``).
+
+    Returns:
+        The same name, its path absolute for ``coco:``, ``csv:`` and ``folder:``; other names unchanged.
+
+    Example:
+        >>> absolute_data("csv:/data/../data/labels.csv"), absolute_data("tfds:voc/2007")
+        ('csv:/data/labels.csv', 'tfds:voc/2007')
+    """
+    prefix = next((p for p in PATH_PREFIXES if data.startswith(p) and len(data) > len(p)), None)
+    return f"{prefix}{_absolute(data[len(prefix):])}" if prefix else data
 
 
 def data_options(data: str, data_dir=None, config: dict | None = None, images=None, labels=None) -> dict:
