@@ -171,7 +171,7 @@ def load(
     Example:
         >>> ds = load("shapes", split="test", image_size=32, batch_size=2, size=2)
         >>> sorted(next(iter(ds))[1])
-        ['box', 'color', 'count', 'mask', 'objects', 'present', 'shape']
+        ['box', 'color', 'count', 'depth', 'mask', 'objects', 'present', 'shape']
     """
     if isinstance(split, (list, tuple)):
         return [
