@@ -91,7 +91,7 @@ def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys, monkeypat
     result = json.loads((out / "compare.json").read_text())
     assert set(result["single"]) == {"count", "box"} and list(result["multi"]) == ["static", "uncertainty"]
     # Single-task runs really train one task; the multi-task run trains both and logs its weights.
-    assert set(result["runs"]["single:count"]["history"]) == {"loss", "mae"}
+    assert set(result["runs"]["single:count"]["history"]) == {"loss", "mae", "images_per_second"}
     assert {"weight_count", "weight_box"} <= set(result["runs"]["multi:uncertainty"]["history"])
     assert "weight_box" not in result["runs"]["multi:static"]["history"]
     for name in ("static", "uncertainty"):
@@ -105,6 +105,26 @@ def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys, monkeypat
     table = (out / "compare.md").read_text()
     assert "| single-task |" in table and "| uncertainty |" in table
     assert "| uncertainty |" in capsys.readouterr().out
+    # The speed column: each run's images/s, relative to the static multi-task run.
+    rates = result["images_per_second"]
+    assert rates["static"] > 0 and rates["uncertainty"] > 0
+    row = next(line for line in table.splitlines() if line.startswith("| uncertainty |"))
+    assert "step time ÷ static" in table and row.endswith(f" {rates['static'] / rates['uncertainty']:.2f} |")
+
+
+def test_balancers_all_and_levels():
+    from mtl_keras.balancing import BALANCERS
+    from mtl_keras.evaluate.compare import balancer_instance, balancer_names
+
+    names = balancer_names("all")
+    assert names[0] == "static" and sorted(names) == sorted(BALANCERS)
+    assert balancer_instance("mgda@parameters").grad_level == "parameters"
+    with pytest.raises(MtlError, match="has no gradient level"):
+        balancer_names("dwa@features")
+    with pytest.raises(MtlError, match="unknown gradient level 'trunk'"):
+        balancer_names("pcgrad@trunk")
+    with pytest.raises(MtlError, match="unknown balancer 'mgda2'"):
+        balancer_names("static,mgda2")
 
 
 def test_compare_keeps_results_when_delta_m_is_undefined():

@@ -341,7 +341,7 @@ def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
             dm = None
             log(f"warning{at}: {e}")
         per_seed["delta_m"][balancer].append(dm)
-        per_seed["images_per_second"][balancer].append(run["images_per_second"])
+        per_seed["images_per_second"][balancer].append(run.get("images_per_second"))
         shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
         dm_text = "n/a" if dm is None else f"{dm:+.2f}%"
         log(f"multi-task {balancer}{at}: {shown}; Δm {dm_text} ({run['seconds']} s)")
