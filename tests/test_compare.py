@@ -114,11 +114,12 @@ def test_compare_trains_baselines_and_balanced_model(tmp_path, capsys, monkeypat
 
 def test_balancers_all_and_levels():
     from mtl_keras.balancing import BALANCERS
-    from mtl_keras.evaluate.compare import balancer_instance, balancer_names
+    from mtl_keras.balancing import get_balancer
+    from mtl_keras.evaluate.compare import balancer_names
 
     names = balancer_names("all")
     assert names[0] == "static" and sorted(names) == sorted(BALANCERS)
-    assert balancer_instance("mgda@parameters").grad_level == "parameters"
+    assert get_balancer("MGDA@parameters").grad_level == "parameters"
     with pytest.raises(MtlError, match="has no gradient level"):
         balancer_names("dwa@features")
     with pytest.raises(MtlError, match="unknown gradient level 'trunk'"):

@@ -190,7 +190,8 @@ def get_balancer(balancer, tasks=None, kinds=None) -> Balancer | None:
     """A balancer from a name or an instance; ``None`` and ``"static"`` mean plain Keras (returns None).
 
     Args:
-        balancer: a registered name (case-insensitive), a ``Balancer``, a serialized one (dict), or ``None``.
+        balancer: a registered name (case-insensitive; a gradient-level one may add its level,
+            ``"mgda@parameters"``), a ``Balancer``, a serialized one (dict), or ``None``.
         tasks: task names to ``setup`` the balancer with; ``None`` leaves it unbound.
         kinds: the tasks' type keys, passed to ``setup`` with ``tasks``.
 
@@ -208,15 +209,19 @@ def get_balancer(balancer, tasks=None, kinds=None) -> Balancer | None:
         >>> get_balancer("softmax")
         Traceback (most recent call last):
         ...
-        mtl_keras.errors.MtlError: unknown balancer 'softmax'; available: dwa, gradnorm, pcgrad, static, uncertainty
+        mtl_keras.errors.MtlError: unknown balancer 'softmax'; available: aligned_mtl, cagrad, db_mtl, dwa, ...
     """
     if balancer is None:
         return None
     if isinstance(balancer, str):
-        key = balancer.strip().lower()
+        key, _, level = balancer.strip().lower().partition("@")
         if key not in BALANCERS:
-            raise unknown("balancer", balancer, BALANCERS)
-        balancer = BALANCERS[key]()
+            raise unknown("balancer", key, BALANCERS)
+        if level and not issubclass(BALANCERS[key], GramianBalancer):
+            raise MtlError(f"balancer {key!r} has no gradient level (only gradient-level balancers take @features/@parameters)")
+        if level and level not in GRAD_LEVELS:
+            raise unknown("gradient level", level, GRAD_LEVELS)
+        balancer = BALANCERS[key](grad_level=level) if level else BALANCERS[key]()
     elif isinstance(balancer, dict):  # a serialized balancer, as in a saved compile config
         balancer = keras.saving.deserialize_keras_object(balancer)
     if not isinstance(balancer, Balancer):

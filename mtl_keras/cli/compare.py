@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_flags(p)
     p.add_argument("--tasks", default=None, help="comma-separated task names, at least two (default: every label)")
     p.add_argument("--balancers", default="static,uncertainty,dwa,gradnorm,pcgrad",
-                   help="comma-separated balancers to train the multi-task model with")
+                   help="comma-separated balancers to train the multi-task model with, or all (every registered "
+                        "one); a gradient method may name its level: mgda@parameters")
     p.add_argument("--trunk", default="resnet50", help="resnet50 | mobilenet_v3_small | mobilenet_v3_large")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3, help="the same for every run")

@@ -46,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-init-residual", default=True, action=argparse.BooleanOptionalAction,
                    help="start each ResNet residual block as the identity (last BatchNorm scale 0); from-scratch trunks only")
     p.add_argument("--loss-weights", default="", help="per-task weights, e.g. box=5,shape=1 (others 1.0)")
-    p.add_argument("--balancer", default="static", help="static | uncertainty | dwa | gradnorm | pcgrad")
+    p.add_argument("--balancer", default="static",
+                   help="static (default) | uncertainty | dwa | rlw | famo | gls | gradnorm | mgda | pcgrad | cagrad | "
+                        "imtl | gradvac | nash_mtl | aligned_mtl | db_mtl | upgrad | fairgrad (README, Task balancing)")
     p.add_argument("--strategy", default="auto", help="auto | default | mirrored | multiworker (reads TF_CONFIG)")
     p.add_argument("--connect-timeout", type=float, default=300.0, metavar="S",
                    help="multiworker: give up when another worker does not answer within S seconds")

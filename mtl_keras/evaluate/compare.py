@@ -23,8 +23,7 @@ import keras
 
 from mtl_keras import data as data_lib
 from mtl_keras import model as model_lib
-from mtl_keras.balancing import BALANCERS
-from mtl_keras.balancing.base import GRAD_LEVELS, GramianBalancer
+from mtl_keras.balancing import BALANCERS, get_balancer
 from mtl_keras.errors import MtlError, unknown
 from mtl_keras.evaluate.delta_m import delta_m, delta_m_summary, seed_summary
 from mtl_keras.evaluate.metrics import evaluate_model
@@ -51,7 +50,7 @@ def _train_and_score(tasks, balancer, load_train, evaluation, settings, loss_sca
     model.compile(
         optimizer=optimizer,
         loss_weights={k: v for k, v in loss_scale.items() if k in names},
-        balancer=balancer_instance(balancer),
+        balancer=balancer,
         jit_compile=settings["jit_compile"],
     )
     started = time.time()
@@ -102,31 +101,8 @@ def balancer_names(text) -> list[str]:
     if not items:
         raise MtlError("compare needs at least one balancer")
     for item in items:
-        name, _, level = item.partition("@")
-        if name not in BALANCERS:
-            raise unknown("balancer", name, BALANCERS)
-        if level and not issubclass(BALANCERS[name], GramianBalancer):
-            raise MtlError(f"balancer {name!r} has no gradient level (only gradient-level balancers take @features/@parameters)")
-        if level and level not in GRAD_LEVELS:
-            raise unknown("gradient level", level, GRAD_LEVELS)
+        get_balancer(item)  # refuses an unknown name or level
     return items
-
-
-def balancer_instance(item: str):
-    """The balancer ``compile`` gets for a ``balancer_names`` item (``name`` or ``name@level``).
-
-    Args:
-        item: a checked name, ``pcgrad`` or ``pcgrad@parameters``.
-
-    Returns:
-        The name itself, or a new balancer at that gradient level.
-
-    Example:
-        >>> balancer_instance("static"), balancer_instance("pcgrad@parameters").grad_level
-        ('static', 'parameters')
-    """
-    name, _, level = item.partition("@")
-    return BALANCERS[name](grad_level=level) if level else name
 
 
 @dataclasses.dataclass

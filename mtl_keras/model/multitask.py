@@ -128,7 +128,7 @@ class MultiTaskModel(keras.Model):
 
     def _attach_balancer(self, balancer, loss) -> None:
         old = getattr(self, "balancer", None)
-        if isinstance(balancer, str) and old is not None and balancer.strip().lower() == old.key:
+        if isinstance(balancer, str) and old is not None and _same_balancer(balancer, old):
             balancer = old  # recompiling with the same name keeps the learned state
         with self.distribute_strategy.scope():
             balancer = get_balancer(balancer, self.task_names, [t.kind for t in self.tasks])
@@ -250,3 +250,9 @@ class MultiTaskModel(keras.Model):
         model.tasks = task_lib.check_unique(tasks)
         model.build_config = build_config
         return model
+
+
+def _same_balancer(name: str, balancer) -> bool:
+    """Whether ``name`` (``"mgda"`` or ``"mgda@parameters"``) names ``balancer``'s method (and level)."""
+    key, _, level = name.strip().lower().partition("@")
+    return key == balancer.key and (not level or level == getattr(balancer, "grad_level", None))
