@@ -43,8 +43,9 @@ class NashMTL(GramianBalancer):
     the update does not depend on the gradients' scale (orthogonal gradients: Σ g_k/‖g_k‖). The
     weights are recomputed every ``update_every`` steps and kept in between (the paper's
     ``update_weights_every``; the gradients are still computed each step, the engine needs them for
-    the update). The paper's ``max_norm`` (clipping the update's norm to 1) is the optimizer's
-    business here: pass ``global_clipnorm=1.0`` to it to match the paper.
+    the update). The paper's ``max_norm=1.0`` (clipping the norm of the shared parameters' update:
+    the update is scale-free, its size does not shrink with the gradients) is the optimizer's
+    business here (``clipnorm``/``global_clipnorm``).
 
     Args:
         update_every: recompute the weights every this many steps (default 1, every step).
