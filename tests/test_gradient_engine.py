@@ -159,3 +159,27 @@ def test_mixed_float16_update_matches_the_float32_step(name):
     ref = np.concatenate([d.ravel() for d in reference])
     got = np.concatenate([d.ravel() for d in mixed])
     assert np.linalg.norm(got - ref) <= 0.1 * np.linalg.norm(ref), (name, np.linalg.norm(got), np.linalg.norm(ref))
+
+
+# ----- each task loss once per step ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["uncertainty", "dwa", "mgda"])
+def test_each_task_loss_is_computed_once_per_step_and_reported_as_keras_does(name):
+    m = tiny_model(seed=1)
+    m.compile(optimizer=keras.optimizers.SGD(0.1), balancer=name, run_eagerly=True)
+    calls = {n: 0 for n in m.task_names}
+    for n, fn in list(m._mtl_losses.items()):
+        def counted(y_true, y_pred, sample_weight=None, fn=fn, n=n):
+            calls[n] += 1
+            return fn(y_true, y_pred, sample_weight)
+        m._mtl_losses[n] = counted
+    x, y, w = batch(8)
+    logs = m.train_on_batch(x, y, sample_weight=w, return_dict=True)
+    assert calls == {n: 1 for n in m.task_names}, calls
+    # The logs are Keras' own: each output's unweighted loss, and their compile-weighted sum.
+    reference = tiny_model(seed=1)
+    reference.compile(optimizer=keras.optimizers.SGD(0.1))
+    pred = reference(x, training=False)
+    for n in m.task_names:
+        expected = float(reference._mtl_losses[n](y[n], pred[n], w[n]))
+        assert logs[f"{n}_loss"] == pytest.approx(expected, rel=1e-4), n
+    assert logs["loss"] == pytest.approx(sum(logs[f"{n}_loss"] for n in m.task_names), rel=1e-4)
