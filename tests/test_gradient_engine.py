@@ -183,3 +183,27 @@ def test_each_task_loss_is_computed_once_per_step_and_reported_as_keras_does(nam
         expected = float(reference._mtl_losses[n](y[n], pred[n], w[n]))
         assert logs[f"{n}_loss"] == pytest.approx(expected, rel=1e-4), n
     assert logs["loss"] == pytest.approx(sum(logs[f"{n}_loss"] for n in m.task_names), rel=1e-4)
+
+
+# ----- save and load ---------------------------------------------------------------------------
+def test_every_balancer_saves_and_loads_with_its_state_and_options(tmp_path):
+    """Two eager steps, save, load with safe_mode=True: the same class, options and state; a gradient
+    method keeps a non-default level."""
+    for name in sorted(BALANCERS):
+        if name == "static":
+            continue
+        balancer = get_balancer(f"{name}@parameters" if name in GRAMIAN else name)
+        m = tiny_model(seed=1)
+        m.compile(optimizer=keras.optimizers.SGD(0.1), balancer=balancer, run_eagerly=True)
+        x, y, w = batch(8)
+        for _ in range(2):
+            m.train_on_batch(x, y, sample_weight=w)
+        path = str(tmp_path / f"{name}.keras")
+        m.save(path)
+        loaded = mk.load_model(path, safe_mode=True)
+        assert type(loaded.balancer) is type(m.balancer), name
+        assert loaded.balancer.get_config() == m.balancer.get_config(), name
+        state = {v.path: v.numpy() for v in m.balancer.weights}
+        assert state, name
+        for v in loaded.balancer.weights:
+            np.testing.assert_array_equal(v.numpy(), state[v.path], err_msg=f"{name}: {v.path}")
