@@ -54,8 +54,9 @@ import tensorflow as tf
 
 from mtl_keras.data.describe import describe_tasks
 from mtl_keras.data.sharding import check_shard
-from mtl_keras.data.tfds_features import FeatureMap, apply_overrides, map_features, parse_overrides
+from mtl_keras.data.tfds_features import FeatureMap, map_features
 from mtl_keras.data.tfds_labels import DEFAULT_MAX_OBJECTS, make_task, read_image, read_label
+from mtl_keras.data.tfds_overrides import apply_overrides, parse_overrides
 from mtl_keras.errors import MtlError, unknown
 
 SPLITS = ("train", "val", "test")
@@ -194,7 +195,7 @@ class TfdsSource:
 
     Options: ``data_dir`` (where prepared tfds data lives), ``download`` (fetch and prepare it if
     missing; False by default, COCO is ~25 GB), ``max_objects`` (rows of a detection label),
-    ``labels`` (``TASK=FEATURE[:KIND]`` overrides, ``mtl_keras.data.tfds_features``),
+    ``labels`` (``TASK=FEATURE[:KIND]`` overrides, ``mtl_keras.data.tfds_overrides``),
     ``bool_tasks`` (``multilabel``: a dict of bools is one multilabel task; ``binary``: one
     classification task per bool).
 

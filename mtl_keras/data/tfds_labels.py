@@ -1,11 +1,11 @@
-"""From a ``tfds_features.Label`` to its task and to the raw label of one tfds example (inside ``tf.data``).
+"""From a ``tfds_feature_rules.Label`` to its task and to the raw label of one tfds example (inside ``tf.data``).
 
 The raw labels are those the tasks' ``encode`` takes: a class index, a vector of numbers or flags,
 a multi-hot, an ``rel_yxyx`` box (all -1 when the box is empty: tfds stores zeros where a dataset has
 none), the Keras bounding-box dict padded with -1, an ``H×W`` mask (255 unlabelled) or depth map.
 
 Example:
-    >>> from mtl_keras.data.tfds_features import Label
+    >>> from mtl_keras.data.tfds_feature_rules import Label
     >>> label = Label("where", "box", ("bbox",), "box")
     >>> read_label(label, {"bbox": tf.constant([0.5, 0.1, 0.2, 0.9])}).numpy().tolist()
     [-1.0, -1.0, -1.0, -1.0]
@@ -31,7 +31,7 @@ def make_task(label, max_objects: int = DEFAULT_MAX_OBJECTS):
     """The default task of one label, named after it.
 
     Args:
-        label: a ``tfds_features.Label``.
+        label: a ``tfds_feature_rules.Label``.
         max_objects: rows of a detection label.
 
     Returns:
@@ -41,7 +41,7 @@ def make_task(label, max_objects: int = DEFAULT_MAX_OBJECTS):
         MtlError: the label's kind is not a registered task type.
 
     Example:
-        >>> from mtl_keras.data.tfds_features import Label
+        >>> from mtl_keras.data.tfds_feature_rules import Label
         >>> make_task(Label("objects", "detection", ("objects",), "objects", classes=("car",)), 5).max_objects
         5
     """
@@ -113,7 +113,7 @@ def read_label(label, example: dict, max_objects: int = DEFAULT_MAX_OBJECTS):
     """One example's raw label for ``label``'s task.
 
     Args:
-        label: a ``tfds_features.Label``.
+        label: a ``tfds_feature_rules.Label``.
         example: a tfds example (nested dict of tensors).
         max_objects: rows of a detection label.
 
@@ -121,7 +121,7 @@ def read_label(label, example: dict, max_objects: int = DEFAULT_MAX_OBJECTS):
         A tensor, or for a detection the ``{"boxes", "labels"}`` dict.
 
     Example:
-        >>> from mtl_keras.data.tfds_features import Label
+        >>> from mtl_keras.data.tfds_feature_rules import Label
         >>> flags = Label("attrs", "multilabel", ("attrs",), "values", classes=("a", "b"), parts=("a", "b"))
         >>> read_label(flags, {"attrs": {"a": tf.constant(True), "b": tf.constant(False)}}).numpy().tolist()
         [1.0, 0.0]
