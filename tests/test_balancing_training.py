@@ -267,15 +267,15 @@ def test_mirrored_strategy_gives_the_single_device_update_for_every_balancer():
 
 
 def every_balancer() -> list:
-    """Every registered balancer; gradient-level ones at the features level, and PCGrad and MGDA also
-    at the parameters level (that level's all-reduce of the task gradients is the same code for all)."""
+    """Every registered balancer; gradient-level ones at the features level, and PCGrad also at the
+    parameters level (that level's all-reduce of the task gradients is the same code for all)."""
     from mtl_keras.balancing import BALANCERS as REGISTRY
     from mtl_keras.balancing.base import GramianBalancer
 
     out = []
     for name, cls in sorted(REGISTRY.items()):
         out += [f"{name}@features"] if issubclass(cls, GramianBalancer) else [name]
-    return out + ["pcgrad@parameters", "mgda@parameters"]
+    return out + ["pcgrad@parameters"]
 
 
 def make_balancer(label: str):

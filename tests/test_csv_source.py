@@ -210,6 +210,11 @@ def test_train_then_evaluate_reuses_the_saved_picture_folder_and_labels(tmp_path
     assert config["data_options"] == {"images": str(pictures), "labels": ["size=weight:regression"]}
     assert [t["name"] for t in config["tasks"]] == ["size", "species"]
     assert config["tasks"][1]["classes"] == SPECIES
+    # The model card the export writes names the CSV's classes, so the device prints them.
+    from export.card import new_card
+
+    card = new_card(mk.load_model(str(out / "model.keras"), compile=False).tasks, 32, {"data": config["data"]})
+    assert {t["name"]: t["classes"] for t in card["tasks"]} == {"size": None, "species": SPECIES}
     capsys.readouterr()
     # No --images, no --label, another directory: the run's saved options find the pictures and the same tasks.
     (tmp_path / "elsewhere").mkdir()

@@ -13,7 +13,7 @@ from keras import ops
 
 import mtl_keras as mk
 from mtl_keras.balancing import BALANCERS, get_balancer
-from mtl_keras.balancing.base import GramianBalancer, register_balancer
+from mtl_keras.balancing.base import GramianBalancer
 from mtl_keras.balancing.engine import GradientEngine
 from mtl_keras.balancing.gradnorm import last_shared_kernel
 from mtl_keras.balancing.shared import shared_features, shared_layers
@@ -24,7 +24,10 @@ LEVELS = ["features", "parameters"]
 
 
 class _Fixed(GramianBalancer):
-    """Returns the coefficients it is given and keeps the last Gramian it saw."""
+    """Returns the coefficients it is given and keeps the last Gramian it saw.
+
+    Passed as an instance, never registered: the registry is what users (and the registry-wide tests
+    in the same pytest worker) see."""
 
     key = "fixed_engine_test"
 
@@ -42,8 +45,6 @@ class _Fixed(GramianBalancer):
     def get_config(self):
         return {**super().get_config(), "coefficients": self.coefficients}
 
-
-register_balancer(_Fixed)
 
 
 def one_step(balancer, seed=1, missing=None, policy=None, data_seed=0):
