@@ -47,21 +47,21 @@ def parse_args(argv=None):
 
 
 def variants(names, levels, balancers, gramian_base) -> list:
-    """``(label, name, options)`` for every balancer, gradient methods once per level.
+    """The ``compile(balancer=...)`` names to time: gradient methods once per level (``name@level``).
 
     Example:
         >>> class G: pass
         >>> class M(G): pass
         >>> class L: pass
         >>> variants(["static", "mgda"], ["features"], {"static": L, "mgda": M}, G)
-        [('static', 'static', {}), ('mgda@features', 'mgda', {'grad_level': 'features'})]
+        ['static', 'mgda@features']
     """
     out = []
     for name in names:
         if issubclass(balancers[name], gramian_base):
-            out += [(f"{name}@{level}", name, {"grad_level": level}) for level in levels]
+            out += [f"{name}@{level}" for level in levels]
         else:
-            out.append((name, name, {}))
+            out.append(name)
     return out
 
 
@@ -85,11 +85,10 @@ def main(argv=None) -> int:
                       tasks=tasks, size=args.batch_size)
     x, y, w = next(iter(ds))
     steps = {}
-    for label, name, options in variants(names, levels, BALANCERS, GramianBalancer):
+    for label in variants(names, levels, BALANCERS, GramianBalancer):
         keras.utils.set_random_seed(0)
         model = mk.build_model(tasks, trunk=args.trunk, image_size=args.image_size, weights=None)
-        balancer = BALANCERS[name](**options) if name != "static" else "static"
-        model.compile(optimizer="adam", balancer=balancer, jit_compile=args.jit_compile)
+        model.compile(optimizer="adam", balancer=label, jit_compile=args.jit_compile)
 
         def run(model=model):
             for _ in range(args.steps):

@@ -278,13 +278,6 @@ def every_balancer() -> list:
     return out + ["pcgrad@parameters"]
 
 
-def make_balancer(label: str):
-    from mtl_keras.balancing import BALANCERS as REGISTRY
-
-    name, _, level = label.partition("@")
-    return REGISTRY[name](grad_level=level) if level else name
-
-
 def _mirrored_main():
     """One SGD step on the same global batch, on one device and on two mirrored replicas."""
     import tensorflow as tf
@@ -297,7 +290,7 @@ def _mirrored_main():
     def run(name, scope, weights):
         x, y, _ = batch(8, seed=3)
         # One step: eager costs less than tracing it (about 3 s a model on 2 cores).
-        return fit_state(make_balancer(name), scope, tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8),
+        return fit_state(name, scope, tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8),
                          run_eagerly=True)
 
     def same(a, b):

@@ -34,7 +34,7 @@ from keras import ops
 
 from mtl_keras.balancing.shared import shared_features, shared_layers, task_outputs
 
-__all__ = ["GradientEngine", "aggregate", "gramian"]
+__all__ = ["GradientEngine", "aggregate", "gramian", "tape_sources"]
 
 
 def gramian(per_task) -> tf.Tensor:
@@ -80,9 +80,15 @@ def _stack(grads, like):
     return ops.stack([ops.zeros_like(like) if g is None else g for g in grads])
 
 
-def _source(v):
-    # Keras variables must be handed to the tape as their tf.Variable (see DESIGN.md).
-    return v.value if isinstance(v, keras.Variable) else v
+def tape_sources(values) -> list:
+    """What a ``tf.GradientTape`` differentiates for: Keras variables as their ``tf.Variable``
+    (the tape does not know Keras' wrapper; see DESIGN.md), tensors as they are.
+
+    Example:
+        >>> [type(s).__name__ for s in tape_sources([keras.Variable(1.0), tf.constant(2.0)])]
+        ['ResourceVariable', 'EagerTensor']
+    """
+    return [v.value if isinstance(v, keras.Variable) else v for v in values]
 
 
 class GradientEngine:
@@ -185,8 +191,8 @@ class GradientEngine:
         scale = step.loss_scale()
         shared_index = [i for i, v in enumerate(variables) if id(v) in self.shared_ids]
         own_index = [i for i in range(len(variables)) if id(variables[i]) not in self.shared_ids]
-        shared_src = [_source(variables[i]) for i in shared_index]
-        own_src = [_source(variables[i]) for i in own_index]
+        shared_src = tape_sources([variables[i] for i in shared_index])
+        own_src = tape_sources([variables[i] for i in own_index])
         parts = step.features if self.level == "features" else shared_src
         per_task_parts, own = [], [None] * len(own_index)
         for k in range(num):

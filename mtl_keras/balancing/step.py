@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtl_keras.balancing.base import Balancer
-from mtl_keras.balancing.engine import GradientEngine
+from mtl_keras.balancing.engine import GradientEngine, tape_sources
 from mtl_keras.balancing.shared import ancestors, shared_layers
 
 # ancestors and shared_layers live in mtl_keras.balancing.shared; kept importable from here.
@@ -83,8 +83,7 @@ class Step:
             A list of gradients, one per variable (``None`` where unconnected, unless ``unconnected_zero``).
         """
         variables = self.variables if variables is None else variables
-        # Keras variables must be handed to the tape as their tf.Variable (see DESIGN.md).
-        sources = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+        sources = tape_sources(variables)
         grads = self.tape.gradient(target, sources, output_gradients=ops.cast(self.loss_scale(), target.dtype))
         if unconnected_zero:
             grads = [ops.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
