@@ -38,7 +38,13 @@ import numpy as np
 
 from mtl_keras.data.csv_columns import infer_columns
 from mtl_keras.data.describe import describe_tasks
-from mtl_keras.data.picture_table import PictureTable, probe_picture, report_problems, stable_split
+from mtl_keras.data.picture_table import (
+    PictureTable,
+    PictureTableSource,
+    probe_picture,
+    report_problems,
+    stable_split,
+)
 from mtl_keras.errors import MtlError
 
 IMAGE_COLUMNS = ("image", "file", "filename", "file_name", "path", "image_path", "filepath")
@@ -184,7 +190,7 @@ class CsvTable:
         return PictureTable(f"csv:{self.path}", paths, names, splits, labels, present), problems
 
 
-class CsvSource:
+class CsvSource(PictureTableSource):
     """Pictures and a labels CSV as a data source (the module docstring has the rules).
 
     Options: ``images`` (the folder the picture paths are relative to; default the CSV's folder),
@@ -229,23 +235,6 @@ class CsvSource:
     def class_names(self) -> dict:
         """Task name -> its class names (None for regression)."""
         return {c.task: c.classes for c in self.csv.columns}
-
-    def examples(self, split: str, image_size: int, size: int | None = None):
-        """Unbatched ``{"image", "labels", "present"}`` elements of one split (``PictureTable.examples``).
-
-        Args:
-            split: ``train``, ``val`` or ``test``.
-            image_size: the model input side.
-            size: at most this many pictures; ``None`` for the whole split.
-
-        Returns:
-            A ``tf.data.Dataset``.
-        """
-        return self.table.examples(split, image_size, size)
-
-    def unreadable_images(self) -> list[str]:
-        """``"row N: FILE: reason"`` for each picture the shared reader refuses (decodes them all)."""
-        return self.table.unreadable_images()
 
     def describe(self) -> str:
         """What will train: the pictures per split, one line per task, the skipped columns and bad rows.

@@ -28,7 +28,13 @@ import os
 import numpy as np
 
 from mtl_keras.data.describe import describe_tasks
-from mtl_keras.data.picture_table import PictureTable, probe_picture, report_problems, stable_split
+from mtl_keras.data.picture_table import (
+    PictureTable,
+    PictureTableSource,
+    probe_picture,
+    report_problems,
+    stable_split,
+)
 from mtl_keras.errors import MtlError
 from mtl_keras.tasks import ClassificationTask
 
@@ -114,7 +120,7 @@ def _read_folder(path: str):
     return classes, table, problems, any(split for _, _, split in pictures)
 
 
-class FolderSource:
+class FolderSource(PictureTableSource):
     """A folder with one subfolder of pictures per class, as one classification task ``label``.
 
     Args:
@@ -151,23 +157,6 @@ class FolderSource:
     def class_names(self) -> dict:
         """``{"label": the class names}``."""
         return {TASK: list(self.classes)}
-
-    def examples(self, split: str, image_size: int, size: int | None = None):
-        """Unbatched ``{"image", "labels", "present"}`` elements of one split (``PictureTable.examples``).
-
-        Args:
-            split: ``train``, ``val`` or ``test``.
-            image_size: the model input side.
-            size: at most this many pictures; ``None`` for the whole split.
-
-        Returns:
-            A ``tf.data.Dataset``.
-        """
-        return self.table.examples(split, image_size, size)
-
-    def unreadable_images(self) -> list[str]:
-        """``"FILE: reason"`` for each picture the shared reader refuses (decodes them all)."""
-        return self.table.unreadable_images()
 
     def describe(self) -> str:
         """What will train: the pictures per split, the task and its classes, the pictures left out.

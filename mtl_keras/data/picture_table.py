@@ -209,3 +209,39 @@ class PictureTable:
 
     def _counts_text(self) -> str:
         return ", ".join(f"{s} {n}" for s, n in self.split_counts().items())
+
+
+class PictureTableSource:
+    """What a source backed by a ``PictureTable`` (``self.table``) serves straight from it: the
+    examples of a split and the pictures the reader refuses. ``CsvSource`` and ``FolderSource`` add
+    their tasks and ``describe``.
+
+    Example:
+        >>> class Demo(PictureTableSource):
+        ...     table = PictureTable("demo", [], [], [], {}, {})
+        >>> Demo().unreadable_images()
+        []
+    """
+
+    table: PictureTable
+
+    def examples(self, split: str, image_size: int, size: int | None = None) -> tf.data.Dataset:
+        """Unbatched ``{"image", "labels", "present"}`` elements of one split (``PictureTable.examples``).
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            image_size: the model input side.
+            size: at most this many pictures; ``None`` for the whole split.
+
+        Returns:
+            A ``tf.data.Dataset``.
+        """
+        return self.table.examples(split, image_size, size)
+
+    def unreadable_images(self) -> list[str]:
+        """``"NAME: reason"`` for each picture the shared reader refuses (``PictureTable.unreadable_images``).
+
+        Returns:
+            The refused pictures, in table order.
+        """
+        return self.table.unreadable_images()
