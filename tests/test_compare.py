@@ -59,6 +59,8 @@ def test_table_lists_every_run_and_direction():
         (["--warmup", "1"], "--warmup is a fraction"),
         (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
         (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
+        (["--depends-on", "shape=mask"], "--depends-on names 'mask', not trained here"),
+        (["--depends-on", "shape"], "malformed --depends-on entry 'shape'"),
     ],
 )
 def test_compare_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
@@ -179,6 +181,27 @@ def test_seed_statistics_and_table_on_known_numbers(monkeypatch):
     assert lines[3] == "| static | 0.6000 ± 0.0500 | 0.2000 ± 0.0000 | +10.00 ± 2.89 |"
     assert lines[-1].startswith("3 seeds (3, 4, 5)") and "Δm > 2 SE: static" in lines[-1]
     assert "No task is worse" in lines[-1]
+
+
+def test_depends_on_reaches_the_multi_task_runs_only(monkeypatch):
+    """``shape=objects``: the multi-task model's shape head reads the detector; its baseline cannot, it trains alone."""
+    import mtl_keras.evaluate.compare as cmp
+
+    seen = []
+
+    def fake_run(tasks, balancer, load_train, evaluation, settings, loss_scale, seed):
+        seen.append({t.name: t.depends_on for t in tasks})
+        return {"seed": seed, "metrics": {t.name: 0.5 for t in tasks}, "seconds": 0.0, "history": {}, "weights": None}
+
+    monkeypatch.setattr(cmp, "_train_and_score", fake_run)
+    r = cmp.compare("shapes", ["shape", "color", "objects"], ["static", "dwa"], depends_on={"shape": ["objects"]},
+                    eval_size=4, log=lambda line: None)
+    singles, multis = [s for s in seen if len(s) == 1], [s for s in seen if len(s) == 3]
+    assert {"shape": ()} in singles and len(singles) == 3 and len(multis) == 2
+    assert all(m["shape"] == ("objects",) and m["color"] == () for m in multis)
+    assert r["budget"]["depends_on"] == {"shape": ["objects"]}
+    with pytest.raises(MtlError, match="depends_on names 'mask', not compared here"):
+        cmp.compare("shapes", ["shape", "color"], ["static"], depends_on={"shape": ["mask"]}, eval_size=4)
 
 
 def test_one_seed_has_no_spread():

@@ -14,7 +14,7 @@ import argparse
 import os
 import warnings
 
-from mtl_keras.cli.arguments import parse_task_numbers
+from mtl_keras.cli.arguments import parse_depends_on, parse_task_numbers
 from mtl_keras.evaluate.delta_m import format_table
 from mtl_keras.run import files
 from mtl_keras.run.data_flags import add_source_flags
@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_recipe_arguments(p, schedule=False)
     p.add_argument("--scale-task", default="",
                    help="multiply task losses in every run, e.g. box=100 (a loss in other units)")
+    p.add_argument("--depends-on", default="",
+                   help="TASK=OTHER[+OTHER],...: in the multi-task runs TASK's head also reads OTHER's output, as "
+                        "for train (e.g. shape=objects); its single-task baseline trains without it")
     p.add_argument("--jit-compile", action="store_true", help="compile the train steps with XLA")
     p.add_argument("--seed", type=int, default=0, help="the first seed")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -84,13 +87,14 @@ def run(args) -> int:
     options = data_options(args.data, args.data_dir, images=args.images, labels=args.label)
     files.ensure_dir(args.out)
     scale = parse_task_numbers(args.scale_task, "--scale-task")
+    depends_on = _depends_on(args)
     result = compare(
         data=args.data, tasks=args.tasks, balancers=args.balancers, trunk=args.trunk, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
         split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
         jit_compile=args.jit_compile, log=lambda line: print(line, flush=True), data_options=options,
         seeds=args.seeds, optimizer=args.optimizer, warmup=args.warmup, label_smoothing=args.label_smoothing,
-        weight_decay=args.weight_decay,
+        weight_decay=args.weight_decay, depends_on=depends_on,
     )
     table = format_table(result)
     note = _budget_note(args, result, scale)
@@ -98,6 +102,20 @@ def run(args) -> int:
     files.write_text(os.path.join(args.out, "compare.md"), f"{note}\n\n{table}\n")
     print(f"\n{note}\n\n{table}\n\nwrote {args.out}/compare.json, compare.md")
     return 0
+
+
+def _depends_on(args) -> dict:
+    """``--depends-on`` checked against ``--tasks`` before any data is read (a typo must not cost a run)."""
+    if not args.depends_on:
+        return {}
+    if not args.tasks:
+        # Without --tasks the names are the dataset's; compare checks them once it has read them.
+        return parse_depends_on(args.depends_on, _named_in(args.depends_on))
+    return parse_depends_on(args.depends_on, [t.strip() for t in args.tasks.split(",") if t.strip()])
+
+
+def _named_in(text: str) -> list[str]:
+    return [n.strip() for part in text.split(",") for n in part.replace("=", "+").split("+") if n.strip()]
 
 
 def _budget_note(args, result: dict, scale: dict) -> str:
@@ -108,4 +126,5 @@ def _budget_note(args, result: dict, scale: dict) -> str:
             f"{budget['epochs']} epochs x {args.train_size} examples, batch {args.batch_size}, "
             f"{budget['optimizer']} lr {budget['learning_rate']:g} warm-up {budget['warmup']:g}, {seed_text}"
             + (f", label smoothing {args.label_smoothing:g}" if args.label_smoothing else "")
-            + (f", loss scale {scale}" if scale else ""))
+            + (f", loss scale {scale}" if scale else "")
+            + (f", depends on {args.depends_on}" if args.depends_on else ""))

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -136,6 +137,9 @@ class CompareSettings:
         warmup: fraction of the steps spent warming up, in [0, 1).
         label_smoothing: for every classification task, in [0, 1).
         weight_decay: the optimizer's weight decay (None: the recipe's default).
+        depends_on: ``{task: (other, ...)}``: in the multi-task runs that task's head also reads those
+            tasks' outputs (``--depends-on``, e.g. ``{"shape": ("objects",)}``); its single-task
+            baseline has the same head without them, since it trains alone.
 
     Example:
         >>> s = CompareSettings(tasks=["shape", "box"], balancers="static, PCGrad", seeds=2).checked()
@@ -167,6 +171,7 @@ class CompareSettings:
     warmup: float = 0.1
     label_smoothing: float = 0.1
     weight_decay: float | None = None
+    depends_on: dict | None = None
 
     def checked(self) -> CompareSettings:
         """The settings normalised (balancer and optimizer names, plain dicts) and checked.
@@ -199,7 +204,8 @@ class CompareSettings:
         if len(set(balancers)) != len(balancers):
             raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
         return dataclasses.replace(self, optimizer=optimizer, balancers=balancers,
-                                   data_options=dict(self.data_options or {}), loss_scale=dict(self.loss_scale or {}))
+                                   data_options=dict(self.data_options or {}), loss_scale=dict(self.loss_scale or {}),
+                                   depends_on={k: tuple(v) for k, v in (self.depends_on or {}).items()})
 
     @property
     def seed_list(self) -> list[int]:
@@ -239,7 +245,8 @@ class CompareSettings:
         """
         return {**self.training(), "seeds": self.seeds, "batch_size": self.batch_size,
                 "train_size": self.train_size, "eval_size": self.eval_size,
-                "label_smoothing": float(self.label_smoothing), "zero_init_residual": True}
+                "label_smoothing": float(self.label_smoothing), "zero_init_residual": True,
+                "depends_on": {k: list(v) for k, v in (self.depends_on or {}).items()}}
 
 
 @dataclasses.dataclass
@@ -265,8 +272,12 @@ def _prepare(settings: CompareSettings, log) -> _Plan:
     task_list = data_lib.tasks_for(settings.data, names=settings.tasks, **settings.data_options)
     if len(task_list) < 2:
         raise MtlError("compare needs at least two tasks (one task alone is its own baseline)")
-    recipe.configure_tasks(task_list, settings.label_smoothing)
     names = [t.name for t in task_list]
+    for name, others in settings.depends_on.items():
+        for n in (name, *others):
+            if n not in names:
+                raise MtlError(f"depends_on names {n!r}, not compared here; tasks: {', '.join(names)}")
+    recipe.configure_tasks(task_list, settings.label_smoothing, settings.depends_on)
     for name, value in settings.loss_scale.items():
         if name not in names:
             raise MtlError(f"loss scale names {name!r}, not a task here; tasks: {', '.join(names)}")
@@ -301,7 +312,7 @@ def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
     training = s.training()
     single = {}
     for task in plan.tasks:
-        run = _train_and_score([task], "static", plan.load_train, plan.evaluation, training, s.loss_scale, seed)
+        run = _train_and_score([_alone(task)], "static", plan.load_train, plan.evaluation, training, s.loss_scale, seed)
         single[task.name] = run["metrics"][task.name]
         per_seed["single"][task.name].append(single[task.name])
         result["runs"][plan.key(f"single:{task.name}", seed)] = run
@@ -321,6 +332,15 @@ def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items())
         dm_text = "n/a" if dm is None else f"{dm:+.2f}%"
         log(f"multi-task {balancer}{at}: {shown}; Δm {dm_text} ({run['seconds']} s)")
+
+
+def _alone(task):
+    """``task`` for its single-task baseline: the same head, without the other tasks it depends on."""
+    if not task.depends_on:
+        return task
+    alone = copy.copy(task)
+    alone.depends_on = ()
+    return alone
 
 
 def _summarize(result: dict, seeds: int, log) -> None:
@@ -378,7 +398,7 @@ def compare(
     train_size: int | None = 2048, eval_size: int | None = 512, split: str = "val", learning_rate: float = 2e-3,
     loss_scale: dict | None = None, seed: int = 0, jit_compile: bool = False, log=print,
     data_options: dict | None = None, seeds: int = 1, optimizer: str = "adamw", warmup: float = 0.1,
-    label_smoothing: float = 0.1, weight_decay: float | None = None,
+    label_smoothing: float = 0.1, weight_decay: float | None = None, depends_on: dict | None = None,
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
@@ -387,7 +407,7 @@ def compare(
     Args:
         data, tasks, balancers, trunk, image_size, epochs, batch_size, train_size, eval_size, split,
         learning_rate, loss_scale, seed, jit_compile, data_options, seeds, optimizer, warmup,
-        label_smoothing, weight_decay: the ``CompareSettings`` fields.
+        label_smoothing, weight_decay, depends_on: the ``CompareSettings`` fields.
         log: called with one line per finished run.
 
     Returns:
@@ -412,6 +432,6 @@ def compare(
         batch_size=batch_size, train_size=train_size, eval_size=eval_size, split=split,
         learning_rate=learning_rate, loss_scale=loss_scale, seed=seed, jit_compile=jit_compile,
         data_options=data_options, seeds=seeds, optimizer=optimizer, warmup=warmup,
-        label_smoothing=label_smoothing, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, weight_decay=weight_decay, depends_on=depends_on,
     )
     return run_comparison(settings, log)
