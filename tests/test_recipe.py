@@ -143,6 +143,10 @@ def test_depends_on_flag_parses_and_names_the_mistake():
         parse_depends_on("shape", ["shape"])
     with pytest.raises(MtlError, match="'mask', not trained here"):
         parse_depends_on("shape=mask", ["shape", "color"])
+    # Without task names (compare before it has read the dataset) only the syntax is checked.
+    assert parse_depends_on("shape=anything", None) == {"shape": ("anything",)}
+    with pytest.raises(MtlError, match="malformed"):
+        parse_depends_on("shape=", None)
 
 
 def test_warmup_reaches_the_peak_rate_within_the_run():

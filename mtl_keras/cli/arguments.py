@@ -64,12 +64,13 @@ def parse_loss_weights(text: str) -> dict:
     return parse_task_numbers(text, "--loss-weights")
 
 
-def parse_depends_on(text: str, task_names) -> dict:
+def parse_depends_on(text: str, task_names=None) -> dict:
     """``--depends-on``: ``"shape=mask,color=mask+objects"`` -> ``{"shape": ("mask",), "color": ("mask", "objects")}``.
 
     Args:
         text: the flag's value; empty means no dependencies.
-        task_names: the tasks trained here (every name must be one).
+        task_names: the tasks trained here (every name must be one); ``None`` checks the syntax only,
+            for callers that learn the task names later (``compare`` without ``--tasks``).
 
     Returns:
         Task name -> the tasks whose outputs feed its head.
@@ -80,6 +81,8 @@ def parse_depends_on(text: str, task_names) -> dict:
     Example:
         >>> parse_depends_on("shape=mask", ["shape", "mask"])
         {'shape': ('mask',)}
+        >>> parse_depends_on("color=mask+objects")
+        {'color': ('mask', 'objects')}
     """
     found = {}
     for part in filter(None, (s.strip() for s in (text or "").split(","))):
@@ -88,7 +91,7 @@ def parse_depends_on(text: str, task_names) -> dict:
         if not sep or not name.strip() or not deps:
             raise MtlError(f"malformed --depends-on entry {part!r}; expected TASK=OTHER[+OTHER], e.g. shape=mask")
         for n in (name.strip(), *deps):
-            if n not in task_names:
+            if task_names is not None and n not in task_names:
                 raise MtlError(f"--depends-on names {n!r}, not trained here; tasks: {', '.join(task_names)}")
         found[name.strip()] = deps
     return found

@@ -106,16 +106,10 @@ def run(args) -> int:
 
 def _depends_on(args) -> dict:
     """``--depends-on`` checked against ``--tasks`` before any data is read (a typo must not cost a run)."""
-    if not args.depends_on:
-        return {}
-    if not args.tasks:
-        # Without --tasks the names are the dataset's; compare checks them once it has read them.
-        return parse_depends_on(args.depends_on, _named_in(args.depends_on))
-    return parse_depends_on(args.depends_on, [t.strip() for t in args.tasks.split(",") if t.strip()])
-
-
-def _named_in(text: str) -> list[str]:
-    return [n.strip() for part in text.split(",") for n in part.replace("=", "+").split("+") if n.strip()]
+    # Without --tasks the names are the dataset's: only the syntax is checked here, and compare checks
+    # the names once it has read the dataset.
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    return parse_depends_on(args.depends_on, names)
 
 
 def _budget_note(args, result: dict, scale: dict) -> str:
