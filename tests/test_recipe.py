@@ -136,6 +136,66 @@ def test_detection_summary_tells_the_biggest_object_apart():
     np.testing.assert_allclose(biggest, [0.9 * 0.36, 0.9 * 0.01], rtol=1e-6)
 
 
+def test_main_object_pool_reads_the_features_where_the_largest_confident_object_is():
+    m = np.zeros((1, 8, 8, 2 + 4), "float32")
+    m[0, 2, 2, 0], m[0, 2, 2, 2:4] = 0.9, (0.6, 0.6)   # the main object: big and confident
+    m[0, 6, 5, 1], m[0, 6, 5, 2:4] = 0.9, (0.3, 0.3)   # a smaller one
+    m[0, 5, 1, 1], m[0, 5, 1, 2:4] = 0.2, (0.7, 0.7)   # a large box the detector hardly believes in
+    features = np.random.default_rng(0).normal(size=(1, 8, 8, 5)).astype("float32")
+    pooled = mk.layers.MainObjectPool(num_classes=2)([m, features]).numpy()[0]
+    np.testing.assert_allclose(pooled, features[0, 2, 2], atol=1e-4)
+    # A detector that sees nothing yet (flat scores) leaves a plain global average.
+    flat = np.full((1, 8, 8, 6), 0.01, "float32")
+    np.testing.assert_allclose(mk.layers.MainObjectPool(2)([flat, features]).numpy()[0],
+                               features[0].mean(axis=(0, 1)), atol=1e-5)
+    # The weights pass no gradient to the detector: the reader uses its answer, it does not bend it.
+    import tensorflow as tf
+    det = tf.Variable(m)
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(mk.layers.MainObjectPool(2)([det, features]))
+    assert tape.gradient(out, det) is None
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        mk.layers.MainObjectPool(2, temperature=0.0)
+
+
+def test_a_head_reads_its_dependency_directly_and_through_the_hidden_layer():
+    tasks = mk.data.tasks_for("shapes", names=["color", "objects"])
+    tasks[0].depends_on = ("objects",)
+    model = mk.build_model(tasks, "mobilenet_v3_small", 32)
+    # The reader of a detector gets its summary and the pyramid pooled at its main object ...
+    assert isinstance(model.get_layer("color_main_object_0"), mk.layers.MainObjectPool)
+    reads = model.get_layer("color_reads_0").output.shape[-1]
+    assert reads == 12 + model.get_layer("color_main_object_0").output.shape[-1] == 12 + 64
+    # ... into the hidden layer and, through a linear layer that starts at zero, into the logits.
+    wide = model.get_layer("color_deps_logits")
+    assert wide.kernel.shape == (reads, 6) and not np.any(wide.kernel.numpy())
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    before = model(x)["color"].numpy()
+    wide.kernel.assign(np.random.default_rng(2).normal(size=wide.kernel.shape).astype("float32"))
+    assert not np.allclose(before, model(x)["color"].numpy())
+    # A head with no dependency has no such layer.
+    plain = mk.build_model(mk.data.tasks_for("shapes", names=["color"]), "mobilenet_v3_small", 32)
+    assert not [l.name for l in plain.layers if "deps_logits" in l.name]
+
+
+def test_a_mask_reads_the_detection_map_on_its_own_grid():
+    tasks = mk.data.tasks_for("shapes", names=["objects", "mask"])
+    tasks[1].depends_on = ("objects",)
+    model = mk.build_model(tasks, "mobilenet_v3_small", 32)
+    pyramid, detections = model.get_layer("mask_with_deps").input
+    assert tuple(detections.shape) == (None, 8, 8, 6 + 4) and tuple(pyramid.shape[1:3]) == (8, 8)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    before = model(x)["mask"].numpy()
+    bias = model.get_layer("objects_heat_logits").bias
+    bias.assign(bias.numpy() + 3.0)
+    assert not np.allclose(before, model(x)["mask"].numpy())
+    # A dense head has no map to read in a global output.
+    tasks = mk.data.tasks_for("shapes", names=["shape", "mask"])
+    tasks[1].depends_on = ("shape",)
+    with pytest.raises(MtlError, match="'mask' is dense and can only depend on dense tasks; 'shape' is not"):
+        mk.build_model(tasks, "mobilenet_v3_small", 32)
+
+
 def test_depends_on_flag_parses_and_names_the_mistake():
     assert parse_depends_on("shape=objects+mask", ["shape", "objects", "mask"]) == {"shape": ("objects", "mask")}
     assert parse_depends_on("", ["shape"]) == {}

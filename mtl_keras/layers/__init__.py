@@ -3,6 +3,7 @@
 from mtl_keras.layers.boxes import CenterSizeToCorners
 from mtl_keras.layers.detection_summary import DetectionSummary
 from mtl_keras.layers.fpn import fpn_features
+from mtl_keras.layers.main_object_pool import MainObjectPool
 from mtl_keras.layers.preprocess import TrunkPreprocess
 
-__all__ = ["CenterSizeToCorners", "DetectionSummary", "TrunkPreprocess", "fpn_features"]
+__all__ = ["CenterSizeToCorners", "DetectionSummary", "MainObjectPool", "TrunkPreprocess", "fpn_features"]

@@ -87,7 +87,8 @@ def build_model(
     image = keras.Input((image_size, image_size, 3), name="image")
     taps = build_trunk(trunk, image, weights=weights, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual)
     shared_pool = keras.layers.GlobalAveragePooling2D(name="shared_pool")
-    features = {**taps, "pooled": shared_pool(taps["c5"])}
+    # "image" rides along for heads that read the pixels themselves (a detector's reader pools them at its main object).
+    features = {**taps, "pooled": shared_pool(taps["c5"]), "image": image}
     if pool_pyramid is None:
         pool_pyramid = any(t.dense for t in tasks)
     if pool_pyramid:
@@ -107,7 +108,8 @@ def build_model(
         if task.name in branches:
             c5 = branches[task.name](taps[branch_point])
             task_features = {**features, "c5": c5, "pooled": keras.layers.GlobalAveragePooling2D(name=f"{task.name}_pool")(c5)}
-        extra = [by_name[d].summary_for(task.name, outputs[d], i) for i, d in enumerate(task.depends_on)]
+        extra = [by_name[d].summary_for(task.name, outputs[d], i, features=task_features, spatial=task.dense)
+                 for i, d in enumerate(task.depends_on)]
         outputs[task.name] = task.head(task_features, extra=extra or None)
     build_config = {
         "trunk": trunk, "image_size": image_size, "bn_momentum": bn_momentum,

@@ -117,11 +117,15 @@ class Task:
         """The shared part of every global head: [features, deps] -> hidden Dense -> logits -> output layer.
 
         ``extra``: what this head reads of the tasks it ``depends_on``, each summarised by that
-        task's ``summary_for`` (a vector per image).
+        task's ``summary_for`` (a vector per image). They join the features before the hidden layer
+        and also reach the logits through one linear layer of their own (``{name}_deps_logits``,
+        zero at the start): a wide-and-deep head. The few dependency values are otherwise a small
+        part of the hidden layer's thousands of inputs, and the head learns to trust them late;
+        the direct path lets it use another head's answer as soon as that answer is informative.
 
         Args:
             x: the input vector tensor, ``[B, C]`` (usually ``features["pooled"]``).
-            extra: the summaries of the tasks this one ``depends_on``, concatenated to ``x``; ``None`` for none.
+            extra: the summaries of the tasks this one ``depends_on``; ``None`` for none.
 
         Returns:
             The output tensor of ``output_layer()``, ``[B, num_outputs]``.
@@ -132,9 +136,14 @@ class Task:
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(x)
         logits = keras.layers.Dense(self.num_outputs, name=f"{self.name}_logits")(x)
+        if extra:
+            deps = extra[0] if len(extra) == 1 else keras.layers.Concatenate(name=f"{self.name}_deps")(extra)
+            wide = keras.layers.Dense(self.num_outputs, kernel_initializer="zeros", use_bias=False,
+                                      name=f"{self.name}_deps_logits")(deps)
+            logits = keras.layers.Add(name=f"{self.name}_logits_sum")([logits, wide])
         return self.output_layer()(logits)
 
-    def summary_for(self, reader: str, output, index: int):
+    def summary_for(self, reader: str, output, index: int, features=None, spatial: bool = False):
         """What the head of task ``reader`` reads of this task's ``output`` when it ``depends_on`` it.
 
         A global output is read as it is. A dense one (``[H, W, C]``, e.g. a mask) is averaged over
@@ -146,10 +155,20 @@ class Task:
             reader: the name of the task whose head reads this output.
             output: this task's symbolic output tensor.
             index: the position of this task in the reader's ``depends_on`` (for unique layer names).
+            features: the shared features the reader's head gets (a task type may pool them with its output).
+            spatial: the reader is a dense head: it reads a map as it is, not pooled.
 
         Returns:
-            ``output`` itself when it is not a 4-D map, else a ``[B, C]`` pooled, batch-normalised tensor.
+            ``output`` itself when it is not a 4-D map or the reader is dense, else a ``[B, C]`` pooled,
+            batch-normalised tensor.
+
+        Raises:
+            MtlError: a dense reader of a global output (it has no map to read).
         """
+        if spatial:
+            if len(output.shape) != 4:
+                raise MtlError(f"task {reader!r} is dense and can only depend on dense tasks; {self.name!r} is not")
+            return output
         if len(output.shape) != 4:
             return output
         pooled = keras.layers.GlobalAveragePooling2D(name=f"{reader}_pool_{index}")(output)

@@ -24,7 +24,7 @@ from keras import ops
 from demo import heads
 from demo.decoding import OUTPUT_STRIDE, decode_detections
 from mtl_keras.errors import MtlError, unknown
-from mtl_keras.layers import DetectionSummary, fpn_features
+from mtl_keras.layers import DetectionSummary, MainObjectPool, fpn_features
 from mtl_keras.tasks.base import Task, TaskExample, register_task_type
 from mtl_keras.tasks.checks import assert_label
 from mtl_keras.tasks.coco_map import CocoEvaluator
@@ -209,11 +209,27 @@ class DetectionTask(Task):
         logits = keras.layers.Concatenate(name=f"{n}_logits")([heat, box])
         return self.output_layer()(logits)
 
-    def summary_for(self, reader, output, index):
+    def summary_for(self, reader, output, index, features=None, spatial=False):
         """Per class: the mean heatmap score and the largest ``score × box area`` (``DetectionSummary``),
-        standardised; a head about the main object needs to know which object is largest."""
+        standardised; a head about the main object needs to know which object is largest. With the
+        shared ``features``, also the pyramid pooled at the most prominent object (``MainObjectPool``):
+        what that object looks like (its colour, its outline), which a global average mixes with the rest.
+        A dense reader (``spatial``, e.g. a mask) reads the detection map itself: which class is where."""
+        if spatial:
+            return output
         summary = DetectionSummary(len(self.classes), name=f"{reader}_pool_{index}")(output)
-        return keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(summary)
+        summary = keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(summary)
+        if features is None:
+            return summary
+        main = MainObjectPool(len(self.classes), name=f"{reader}_main_object_{index}")([output, fpn_features(features)])
+        reads = [summary, main]
+        if "image" in features:
+            # Its mean pixel colour too: the pyramid is trained by class-only heads (boxes, masks) and
+            # keeps little of an object's colour, which the pixels hold as they are.
+            cells = keras.layers.AveragePooling2D(OUTPUT_STRIDE, name=f"{reader}_pixels_{index}")(features["image"])
+            pixels = MainObjectPool(len(self.classes), name=f"{reader}_main_pixels_{index}")([output, cells])
+            reads.append(keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_main_pixels_{index}_bn")(pixels))
+        return keras.layers.Concatenate(name=f"{reader}_reads_{index}")(reads)
 
     def output_layer(self):
         # Sizes (relative) and offsets (in cells) live in [0, 1] like the scores: one sigmoid for all.

@@ -92,10 +92,18 @@ class SegmentationTask(Task):
 
     # ----- model side -------------------------------------------------------------------------
     def head(self, features, extra=None):
-        if extra:
-            raise MtlError(f"task {self.name!r}: a segmentation head cannot depend on other tasks")
         p = fpn_features(features)
         n = self.name
+        if extra:
+            # Another dense head's map on the same grid, e.g. a detector's class heatmaps: the detector
+            # names each object's class from the whole object, where a pixel near an edge sees only part
+            # of it. A second convolution spreads that answer from the object's centre to its outline.
+            for t in extra:
+                if len(t.shape) != 4 or tuple(t.shape[1:3]) != tuple(p.shape[1:3]):
+                    raise MtlError(f"task {n!r} reads maps on its {p.shape[1]}x{p.shape[2]} grid; got a tensor "
+                                   f"of shape {tuple(t.shape[1:])} from a task it depends on")
+            x = keras.layers.Concatenate(name=f"{n}_with_deps")([p, *extra])
+            p = keras.layers.Conv2D(self.head_channels, 3, padding="same", activation="relu", name=f"{n}_deps_conv")(x)
         x = keras.layers.Conv2D(self.head_channels, 3, padding="same", activation="relu", name=f"{n}_conv")(p)
         x = keras.layers.Conv2D(len(self.classes), 1, name=f"{n}_logits")(x)
         x = keras.layers.UpSampling2D(OUTPUT_STRIDE, interpolation="bilinear", name=f"{n}_upsample")(x)

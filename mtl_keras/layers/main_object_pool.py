@@ -1,0 +1,62 @@
+"""A feature map pooled where a detection map sees its most prominent object.
+
+A global head asked about the main (largest) object of a picture, such as the scenes' ``color``,
+cannot find it in a global average: with two or three objects the average mixes them. The
+detector already knows where each object is and how big it is. This layer takes a CenterNet map
+``[H, W, C + 4]`` and a feature map of the same grid ``[H, W, F]`` and returns ``[F]``: the features
+averaged with weights ``softmax(prominence / temperature)`` over the cells, where a cell's
+prominence is its best class score × its box area. A sharp temperature makes this the features at
+the largest confident object; while the detector has not learned (every score near its prior) the
+weights are flat and the layer is a plain global average.
+
+The weights do not pass gradients back into the detector: a reader should use the detector's
+answer, not bend the heatmap towards whatever helps it.
+
+Example:
+    >>> import numpy as np
+    >>> m = np.zeros((1, 2, 2, 1 + 4), "float32")
+    >>> m[0, 0, 0, 0], m[0, 0, 0, 1:3] = 0.9, (0.5, 0.5)   # a big object in the top-left cell
+    >>> m[0, 1, 1, 0], m[0, 1, 1, 1:3] = 0.9, (0.2, 0.2)   # a small one in the bottom-right cell
+    >>> f = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)   # feature = the cell's index
+    >>> float(MainObjectPool(num_classes=1)([m, f])[0, 0]) < 0.01   # the top-left cell's features
+    True
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class MainObjectPool(keras.layers.Layer):
+    """``[detections [B, H, W, C + 4], features [B, H, W, F]]`` -> ``[B, F]`` pooled at the most prominent object.
+
+    Example:
+        >>> MainObjectPool(num_classes=3).compute_output_shape([(None, 8, 8, 7), (None, 8, 8, 64)])
+        (None, 64)
+    """
+
+    def __init__(self, num_classes: int, temperature: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.num_classes = int(num_classes)
+        self.temperature = float(temperature)
+
+    def call(self, inputs):
+        detections, features = inputs
+        c = self.num_classes
+        # float32: a softmax over a few hundred cells of values ~0.01 apart needs more than bfloat16's 8 bits.
+        detections = ops.stop_gradient(ops.cast(detections, "float32"))
+        area = detections[..., c] * detections[..., c + 1]
+        prominence = ops.max(detections[..., :c], axis=-1) * area
+        batch = ops.shape(prominence)[0]
+        weights = ops.softmax(ops.reshape(prominence, (batch, -1)) / self.temperature, axis=-1)
+        flat = ops.reshape(ops.cast(features, "float32"), (batch, -1, ops.shape(features)[-1]))
+        pooled = ops.sum(flat * weights[..., None], axis=1)
+        return ops.cast(pooled, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], input_shape[1][-1])
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature}
