@@ -47,12 +47,13 @@ class MainObjectPool(keras.layers.Layer):
         c = self.num_classes
         # float32: a softmax over a few hundred cells of values ~0.01 apart needs more than bfloat16's 8 bits.
         detections = ops.stop_gradient(ops.cast(detections, "float32"))
-        area = detections[..., c] * detections[..., c + 1]
-        prominence = ops.max(detections[..., :c], axis=-1) * area
+        # Range slices and reshapes only: TFLite's builtin ops have no strided slice that drops or adds an axis.
+        area = detections[..., c : c + 1] * detections[..., c + 1 : c + 2]
+        prominence = ops.max(detections[..., :c], axis=-1, keepdims=True) * area
         batch = ops.shape(prominence)[0]
         weights = ops.softmax(ops.reshape(prominence, (batch, -1)) / self.temperature, axis=-1)
         flat = ops.reshape(ops.cast(features, "float32"), (batch, -1, ops.shape(features)[-1]))
-        pooled = ops.sum(flat * weights[..., None], axis=1)
+        pooled = ops.sum(flat * ops.reshape(weights, (batch, -1, 1)), axis=1)
         return ops.cast(pooled, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
