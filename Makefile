@@ -20,7 +20,7 @@ venv: $(BIN)/mtl-keras
 # (README, "The main job, measured"). The other heads read the detector: shape and color its largest object,
 # mask its class map. train writes the test-split metrics (metrics.json); export validates
 # fp32 and int8 per task against Keras; the demo runs the int8 file with LiteRT only.
-DEMO_TRAIN ?= --epochs 2 --train-size 4000 --batch-size 16
+DEMO_TRAIN ?= --epochs 2 --train-size 3600 --batch-size 16
 demo: venv
 	$(BIN)/mtl-keras train --data shapes --tasks shape,color,objects,mask \
 		--depends-on shape=objects,color=objects,mask=objects \
