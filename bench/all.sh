@@ -4,6 +4,7 @@
 #   bash bench/all.sh                                  # from anywhere; uses .venv/bin/python when present
 #   BENCH_ARGS_HEADS="--image-size 96" bash bench/all.sh   # extra flags for one script (name in capitals)
 #   PYTHON=python3 BENCH_TIMEOUT=600 bash bench/all.sh
+#   BENCH_LONG=1 BENCH_TIMEOUT=1800 bash bench/all.sh   # also the scripts marked '# bench: long'
 #
 # A script that exits 77 was skipped (bench/gpu.py without a GPU). Exit status: 1 if any script failed.
 set -u
@@ -24,6 +25,12 @@ all_start=$(date +%s)
 for script in bench/*.py; do
   name=$(basename "$script" .py)
   case "$name" in _*) continue ;; esac
+  # Scripts marked long (a training run to an accuracy, tens of minutes) run only when asked.
+  if grep -q '^# bench: long' "$script" && [ -z "${BENCH_LONG:-}" ]; then
+    echo "--- $script: skipped (long; BENCH_LONG=1 runs it)"
+    summary+=("\$ python $script    # skipped: long, BENCH_LONG=1 runs it")
+    continue
+  fi
   var="BENCH_ARGS_$(echo "$name" | tr '[:lower:]' '[:upper:]')"
   extra=${!var:-}
   cmd="python $script${extra:+ $extra}"
