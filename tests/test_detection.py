@@ -237,3 +237,29 @@ def test_dense_heads_export_to_builtin_tflite_ops_with_parity(dense_model, dense
     for obj in decoded:
         y1, x1, y2, x2 = obj["box_rel_yxyx"]
         assert obj["label"] in CLASSES and 0 <= y1 <= y2 <= 1 and 0 <= x1 <= x2 <= 1
+
+
+def test_heads_that_read_the_detector_export_to_builtin_tflite_ops_with_parity():
+    # The main job's wiring (make demo): shape and color read the detector's main object, the mask its map.
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.convert import SavedModel, builtin_ops, convert
+
+    tasks = mk.data.tasks_for("shapes", names=["shape", "color", "objects", "mask"])
+    for t in tasks:
+        if t.name != "objects":
+            t.depends_on = ("objects",)
+    model = mk.build_model(tasks, trunk="mobilenet_v3_small", image_size=SIZE)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    # A few steps, so BatchNorm's statistics are real and the outputs are not constants.
+    model.fit(mk.data.load("shapes", "train", image_size=SIZE, batch_size=8, size=32, tasks=tasks), verbose=0)
+    with SavedModel(model) as saved:
+        flat = convert(saved, "fp32")
+    builtin_ops(flat)  # raises on Flex/custom ops (a strided slice that adds an axis once did)
+    x = next(iter(mk.data.load("shapes", "val", image_size=SIZE, batch_size=4, size=4, tasks=tasks)))[0].numpy()
+    runner = Interpreter(model_content=flat).get_signature_runner("serving_default")
+    keras_out = model.predict(x, verbose=0)
+    for i in range(len(x)):
+        lite = runner(image=x[i : i + 1])
+        for name in ("shape", "color", "objects", "mask"):
+            np.testing.assert_allclose(lite[name][0], keras_out[name][i], atol=1e-4, err_msg=name)
