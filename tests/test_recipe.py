@@ -162,10 +162,11 @@ def test_a_head_reads_its_dependency_directly_and_through_the_hidden_layer():
     tasks = mk.data.tasks_for("shapes", names=["color", "objects"])
     tasks[0].depends_on = ("objects",)
     model = mk.build_model(tasks, "mobilenet_v3_small", 32)
-    # The reader of a detector gets its summary and the pyramid pooled at its main object ...
+    # The reader of a detector gets its summary, and the pyramid and the pixels pooled at its main object ...
     assert isinstance(model.get_layer("color_main_object_0"), mk.layers.MainObjectPool)
+    assert isinstance(model.get_layer("color_main_pixels_0"), mk.layers.MainObjectPool)
     reads = model.get_layer("color_reads_0").output.shape[-1]
-    assert reads == 12 + model.get_layer("color_main_object_0").output.shape[-1] == 12 + 64
+    assert reads == 12 + 64 + 3
     # ... into the hidden layer and, through a linear layer that starts at zero, into the logits.
     wide = model.get_layer("color_deps_logits")
     assert wide.kernel.shape == (reads, 6) and not np.any(wide.kernel.numpy())
