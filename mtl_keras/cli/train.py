@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--bn-momentum", type=float, default=0.9, help="BatchNorm momentum (Keras default 0.99 lags on short runs)")
     p.add_argument("--depends-on", default="",
-                   help="feed tasks' outputs into another task's head, e.g. shape=mask (dense outputs are averaged "
-                        "over the image first); several: shape=mask,color=mask")
+                   help="feed tasks' outputs into another task's head, e.g. shape=objects (a global head reads a dense "
+                        "output pooled; a detection output also at its most prominent object; a mask head reads a "
+                        "detection map as it is); several: shape=objects,color=objects,mask=objects")
     p.add_argument("--branch-point", default=None, help="share the trunk only up to this tap (c3 or c4)")
     p.add_argument("--train-size", type=int, default=None, help="examples per training epoch (built-in data)")
     p.add_argument("--val-size", type=int, default=None)
