@@ -216,7 +216,7 @@ class DetectionTask(Task):
         what that object looks like (its colour, its outline), which a global average mixes with the rest.
         A dense reader (``spatial``, e.g. a mask) reads the detection map itself: which class is where."""
         if spatial:
-            return output
+            return super().summary_for(reader, output, index, spatial=True)
         summary = DetectionSummary(len(self.classes), name=f"{reader}_pool_{index}")(output)
         summary = keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(summary)
         if features is None:
