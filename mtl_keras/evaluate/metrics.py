@@ -83,7 +83,8 @@ def collect(dataset, tasks, model=None) -> tuple:
     for batch in dataset:
         x, y = batch[0], batch[1]
         sw = batch[2] if len(batch) > 2 else None
-        first.append(np.asarray(x) if model is None else model(x, training=False))
+        # predict_on_batch: the compiled forward pass (traced once); an eager call of ResNet50 is ~8x slower.
+        first.append(np.asarray(x) if model is None else model.predict_on_batch(x))
         for name in names:
             targets[name].append(np.asarray(y[name]))
             weights[name].append(np.ones(len(targets[name][-1]), np.float32) if sw is None else np.asarray(sw[name]))
