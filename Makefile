@@ -23,7 +23,7 @@ venv: $(BIN)/mtl-keras
 DEMO_TRAIN ?= --epochs 2 --train-size 3600 --batch-size 16
 demo: venv
 	$(BIN)/mtl-keras train --data shapes --tasks shape,color,objects,mask \
-		--depends-on shape=objects,color=objects,mask=objects \
+		--depends-on shape=objects,color=objects,mask=objects --dependencies-only shape,color \
 		--trunk resnet50 --image-size 64 $(DEMO_TRAIN) --val-size 160 --test-size 500 --out $(RUN) --force
 	$(BIN)/python -m export $(RUN)/model.keras --modes fp32,int8 --eval-size 300 --calibration-size 200 \
 		--timing-runs 10 --force

@@ -97,6 +97,34 @@ def parse_depends_on(text: str, task_names=None) -> dict:
     return found
 
 
+def parse_dependencies_only(text: str, depends_on: dict, task_names=None) -> tuple:
+    """``--dependencies-only``: ``"shape,color"`` -> ``("shape", "color")``, each a task with ``--depends-on``.
+
+    Args:
+        text: the flag's value; empty means none.
+        depends_on: ``parse_depends_on``'s result: a head that reads only its dependencies needs some.
+        task_names: the tasks trained here; ``None`` checks against ``depends_on`` only.
+
+    Returns:
+        The names of the heads that read their dependencies and not the shared pooled features.
+
+    Raises:
+        MtlError: a name that is not trained here, or a task without ``--depends-on``.
+
+    Example:
+        >>> parse_dependencies_only("color", {"color": ("objects",)}, ["color", "objects"])
+        ('color',)
+    """
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    for n in names:
+        if task_names is not None and n not in task_names:
+            raise MtlError(f"--dependencies-only names {n!r}, not trained here; tasks: {', '.join(task_names)}")
+        if n not in depends_on:
+            raise MtlError(f"--dependencies-only names {n!r}, which has no --depends-on entry: its head would read "
+                           f"nothing; add e.g. --depends-on {n}=OTHER")
+    return names
+
+
 def parse_targets(values, task_names) -> dict:
     """``--target``: ``["label", "box=area"]`` -> ``{task: target}``; a bare target applies to every task.
 

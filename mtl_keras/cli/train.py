@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="feed tasks' outputs into another task's head, e.g. shape=objects (a global head reads a dense "
                         "output pooled; a detection output also at its most prominent object; a mask head reads a "
                         "detection map as it is); several: shape=objects,color=objects,mask=objects")
+    p.add_argument("--dependencies-only", default="",
+                   help="global heads that read only what their --depends-on tasks give them, not the shared pooled "
+                        "features, e.g. shape,color (a head about the main object reading a detector: the pooled "
+                        "features mix every object)")
     p.add_argument("--branch-point", default=None, help="share the trunk only up to this tap (c3 or c4)")
     p.add_argument("--train-size", type=int, default=None, help="examples per training epoch (built-in data)")
     p.add_argument("--val-size", type=int, default=None)

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 import mtl_keras as mk
-from mtl_keras.cli.arguments import parse_depends_on, parse_loss_weights
+from mtl_keras.cli.arguments import parse_dependencies_only, parse_depends_on, parse_loss_weights
 from mtl_keras.errors import MtlError
 from mtl_keras.evaluate.metrics import evaluate_model, format_table
 from mtl_keras.model.replicas import is_multi_worker
@@ -125,7 +125,9 @@ def _tasks(args, data_options: dict) -> tuple[list, dict]:
     """The dataset's tasks named by ``--tasks``, configured, and the checked ``--loss-weights``."""
     tasks = mk.data.tasks_for(args.data, names=args.tasks, **data_options)
     names = [t.name for t in tasks]
-    configure_tasks(tasks, args.label_smoothing, parse_depends_on(args.depends_on, names))
+    depends_on = parse_depends_on(args.depends_on, names)
+    only = parse_dependencies_only(getattr(args, "dependencies_only", ""), depends_on, names)
+    configure_tasks(tasks, args.label_smoothing, depends_on, dependencies_only=only)
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in names]
     if unknown_weights:

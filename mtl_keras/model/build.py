@@ -104,6 +104,9 @@ def build_model(
     outputs = {}
     by_name = {t.name: t for t in tasks}
     for task in _topological(tasks):
+        if task.dense and not task.shared_features:
+            raise MtlError(f"task {task.name!r} is dense: its head always reads the shared feature maps "
+                           f"(shared_features=False is for global heads)")
         task_features = features
         if task.name in branches:
             c5 = branches[task.name](taps[branch_point])

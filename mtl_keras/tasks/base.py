@@ -85,13 +85,16 @@ class Task:
     # Grad-CAM scores the input of the head's final softmax/sigmoid (the logits) when True.
     gradcam_reads_logits = False
 
-    def __init__(self, name: str, depends_on=(), hidden_units: int = 256, dropout: float = 0.0):
+    def __init__(self, name: str, depends_on=(), hidden_units: int = 256, dropout: float = 0.0,
+                 shared_features: bool = True):
         if not isinstance(name, str) or not name.isidentifier():
             raise MtlError(f"task name must be a Python identifier, got {name!r}")
         self.name = name
         self.depends_on = tuple(depends_on)
         self.hidden_units = int(hidden_units)
         self.dropout = float(dropout)
+        # False: a global head that depends on other tasks reads only what they give it (see ``mlp``).
+        self.shared_features = bool(shared_features)
 
     # ----- model side -------------------------------------------------------------------------
     @property
@@ -123,6 +126,11 @@ class Task:
         part of the hidden layer's thousands of inputs, and the head learns to trust them late;
         the direct path lets it use another head's answer as soon as that answer is informative.
 
+        With ``shared_features=False`` the head reads only ``extra``, not ``x``. That suits a head
+        about one object that reads a detector (``MainObjectPool``): the globally pooled features mix
+        every object of the picture, and with them the head learns the wrong object's colour or shape
+        from the scenes where another object dominates the average (README, "The recipe").
+
         Args:
             x: the input vector tensor, ``[B, C]`` (usually ``features["pooled"]``).
             extra: the summaries of the tasks this one ``depends_on``; ``None`` for none.
@@ -130,8 +138,14 @@ class Task:
         Returns:
             The output tensor of ``output_layer()``, ``[B, num_outputs]``.
         """
-        if extra:
-            x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra])
+        if not self.shared_features and not extra:
+            raise MtlError(f"task {self.name!r} reads no shared features (shared_features=False) and depends on no "
+                           f"other task: its head would have no input; give it depends_on or shared_features=True")
+        inputs = ([x] if self.shared_features else []) + list(extra or [])
+        if len(inputs) > 1:
+            x = keras.layers.Concatenate(name=f"{self.name}_with_deps")(inputs)
+        else:
+            x = inputs[0]
         x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(x)
@@ -300,6 +314,7 @@ class Task:
             "depends_on": list(self.depends_on),
             "hidden_units": self.hidden_units,
             "dropout": self.dropout,
+            "shared_features": self.shared_features,
         }
 
     @classmethod

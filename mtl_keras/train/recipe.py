@@ -128,14 +128,18 @@ def make_optimizer(
     return opt
 
 
-def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None = None) -> list:
+def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None = None,
+                    dependencies_only=()) -> list:
     """Apply the recipe's per-task settings in place: label smoothing on every task type that has it,
-    and ``depends_on`` (``{task: (other, ...)}``, e.g. from ``--depends-on``); returns ``tasks``.
+    ``depends_on`` (``{task: (other, ...)}``, e.g. from ``--depends-on``) and which heads read only
+    their dependencies (``--dependencies-only``); returns ``tasks``.
 
     Args:
         tasks: the ``Task`` objects to change (in place).
         label_smoothing: set on every task that has a ``label_smoothing`` attribute (0 for none).
         depends_on: ``{task name: (other task names)}``; tasks not in it keep theirs.
+        dependencies_only: names of tasks whose heads skip the shared pooled features
+            (``Task.shared_features = False``); the others keep theirs.
 
     Returns:
         ``tasks``, the same list.
@@ -153,6 +157,8 @@ def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None
             task.label_smoothing = float(label_smoothing)
         if task.name in depends_on:
             task.depends_on = tuple(depends_on[task.name])
+        if task.name in dependencies_only:
+            task.shared_features = False
     return tasks
 
 
