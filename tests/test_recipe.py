@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mtl_keras as mk
-from mtl_keras.cli.arguments import parse_depends_on
+from mtl_keras.cli.arguments import parse_dependencies_only, parse_depends_on
 from mtl_keras.errors import MtlError
-from mtl_keras.train.recipe import learning_rate_schedule, make_optimizer
+from mtl_keras.train.recipe import configure_tasks, learning_rate_schedule, make_optimizer
 from mtl_keras.tasks.classification import SparseSmoothedCrossentropy
 
 
@@ -220,6 +220,44 @@ def test_a_mask_reads_the_detection_map_on_its_own_grid():
     tasks[1].depends_on = ("shape",)
     with pytest.raises(MtlError, match="'mask' is dense and can only depend on dense tasks; 'shape' is not"):
         mk.build_model(tasks, "mobilenet_v3_small", 32)
+
+
+def test_a_head_that_reads_only_its_dependencies_skips_the_shared_features(tmp_path):
+    tasks = mk.data.tasks_for("shapes", names=["color", "objects", "mask"])
+    configure_tasks(tasks, 0.0, {"color": ("objects",)}, dependencies_only=("color",))
+    model = mk.build_model(tasks, "mobilenet_v3_small", 32)
+    # Its hidden layer reads the detector's 12 + 64 + 3 values, not the 2,000-odd pooled features beside them.
+    assert model.get_layer("color_hidden").kernel.shape[0] == 12 + 64 + 3
+    assert "shared_features" not in [layer.name for layer in model.layers]  # no global head reads them
+    x = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    again = mk.load_model(tmp_path / "m.keras")  # safe_mode: the setting is part of the task's config
+    assert [t.shared_features for t in again.tasks] == [False, True, True]
+    np.testing.assert_allclose(again(x)["color"], model(x)["color"], atol=1e-6)
+    # With the shared features (the default) the same head reads both.
+    tasks = mk.data.tasks_for("shapes", names=["color", "objects"])
+    configure_tasks(tasks, 0.0, {"color": ("objects",)})
+    default = mk.build_model(tasks, "mobilenet_v3_small", 32)
+    shared = default.get_layer("shared_features").output.shape[-1]
+    assert shared > 500 and default.get_layer("color_hidden").kernel.shape[0] == shared + 79
+
+
+def test_a_head_without_shared_features_needs_dependencies_and_a_global_output():
+    tasks = mk.data.tasks_for("shapes", names=["color"])
+    tasks[0].shared_features = False
+    with pytest.raises(MtlError, match="'color' reads no shared features .* depends on no other task"):
+        mk.build_model(tasks, "mobilenet_v3_small", 32)
+    tasks = mk.data.tasks_for("shapes", names=["objects", "mask"])
+    configure_tasks(tasks, 0.0, {"mask": ("objects",)}, dependencies_only=("mask",))
+    with pytest.raises(MtlError, match="'mask' is dense: its head always reads the shared feature maps"):
+        mk.build_model(tasks, "mobilenet_v3_small", 32)
+    # The flag names its mistakes before anything is built.
+    deps = {"color": ("objects",)}
+    assert parse_dependencies_only("color", deps, ["color", "objects"]) == ("color",)
+    with pytest.raises(MtlError, match="'shape', not trained here"):
+        parse_dependencies_only("shape", deps, ["color", "objects"])
+    with pytest.raises(MtlError, match="'objects', which has no --depends-on entry"):
+        parse_dependencies_only("objects", deps, ["color", "objects"])
 
 
 def test_depends_on_flag_parses_and_names_the_mistake():
