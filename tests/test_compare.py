@@ -61,6 +61,7 @@ def test_table_lists_every_run_and_direction():
         (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
         (["--depends-on", "shape=mask"], "--depends-on names 'mask', not trained here"),
         (["--depends-on", "shape"], "malformed --depends-on entry 'shape'"),
+        (["--depends-on", "shape=box", "--dependencies-only", "box"], "'box', which has no --depends-on entry"),
     ],
 )
 def test_compare_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
@@ -187,19 +188,25 @@ def test_depends_on_reaches_the_multi_task_runs_only(monkeypatch):
     """``shape=objects``: the multi-task model's shape head reads the detector; its baseline cannot, it trains alone."""
     import mtl_keras.evaluate.compare as cmp
 
-    seen = []
+    seen, shared = [], []
 
     def fake_run(tasks, balancer, load_train, evaluation, settings, loss_scale, seed):
         seen.append({t.name: t.depends_on for t in tasks})
+        shared.append({t.name: t.shared_features for t in tasks})
         return {"seed": seed, "metrics": {t.name: 0.5 for t in tasks}, "seconds": 0.0, "history": {}, "weights": None}
 
     monkeypatch.setattr(cmp, "_train_and_score", fake_run)
     r = cmp.compare("shapes", ["shape", "color", "objects"], ["static", "dwa"], depends_on={"shape": ["objects"]},
-                    eval_size=4, log=lambda line: None)
+                    dependencies_only=("shape",), eval_size=4, log=lambda line: None)
     singles, multis = [s for s in seen if len(s) == 1], [s for s in seen if len(s) == 3]
     assert {"shape": ()} in singles and len(singles) == 3 and len(multis) == 2
     assert all(m["shape"] == ("objects",) and m["color"] == () for m in multis)
-    assert r["budget"]["depends_on"] == {"shape": ["objects"]}
+    assert r["budget"]["depends_on"] == {"shape": ["objects"]} and r["budget"]["dependencies_only"] == ["shape"]
+    # --dependencies-only: the multi-task shape head reads only the detector; its baseline, alone, the features.
+    assert {"shape": True} in shared and all(m["shape"] is False and m["color"] is True for m in shared if len(m) == 3)
+    with pytest.raises(MtlError, match="dependencies_only names 'color', which depends on no task here"):
+        cmp.compare("shapes", ["shape", "color"], ["static"], depends_on={"shape": ["color"]},
+                    dependencies_only=("color",), eval_size=4)
     with pytest.raises(MtlError, match="depends_on names 'mask', not compared here"):
         cmp.compare("shapes", ["shape", "color"], ["static"], depends_on={"shape": ["mask"]}, eval_size=4)
 

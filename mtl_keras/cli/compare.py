@@ -14,7 +14,7 @@ import argparse
 import os
 import warnings
 
-from mtl_keras.cli.arguments import parse_depends_on, parse_task_numbers
+from mtl_keras.cli.arguments import parse_dependencies_only, parse_depends_on, parse_task_numbers
 from mtl_keras.evaluate.delta_m import format_table
 from mtl_keras.run import files
 from mtl_keras.run.data_flags import add_source_flags
@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depends-on", default="",
                    help="TASK=OTHER[+OTHER],...: in the multi-task runs TASK's head also reads OTHER's output, as "
                         "for train (e.g. shape=objects); its single-task baseline trains without it")
+    p.add_argument("--dependencies-only", default="",
+                   help="as for train: in the multi-task runs these heads read only their --depends-on tasks, not "
+                        "the shared pooled features (e.g. shape,color); their single-task baselines read the features")
     p.add_argument("--jit-compile", action="store_true", help="compile the train steps with XLA")
     p.add_argument("--seed", type=int, default=0, help="the first seed")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -88,13 +91,15 @@ def run(args) -> int:
     files.ensure_dir(args.out)
     scale = parse_task_numbers(args.scale_task, "--scale-task")
     depends_on = _depends_on(args)
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    only = parse_dependencies_only(args.dependencies_only, depends_on, names)
     result = compare(
         data=args.data, tasks=args.tasks, balancers=args.balancers, trunk=args.trunk, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, train_size=args.train_size, eval_size=args.eval_size,
         split=args.split, learning_rate=args.learning_rate, loss_scale=scale, seed=args.seed,
         jit_compile=args.jit_compile, log=lambda line: print(line, flush=True), data_options=options,
         seeds=args.seeds, optimizer=args.optimizer, warmup=args.warmup, label_smoothing=args.label_smoothing,
-        weight_decay=args.weight_decay, depends_on=depends_on,
+        weight_decay=args.weight_decay, depends_on=depends_on, dependencies_only=only,
     )
     table = format_table(result)
     note = _budget_note(args, result, scale)
@@ -121,4 +126,5 @@ def _budget_note(args, result: dict, scale: dict) -> str:
             f"{budget['optimizer']} lr {budget['learning_rate']:g} warm-up {budget['warmup']:g}, {seed_text}"
             + (f", label smoothing {args.label_smoothing:g}" if args.label_smoothing else "")
             + (f", loss scale {scale}" if scale else "")
-            + (f", depends on {args.depends_on}" if args.depends_on else ""))
+            + (f", depends on {args.depends_on}" if args.depends_on else "")
+            + (f", {args.dependencies_only} read only their dependencies" if args.dependencies_only else ""))

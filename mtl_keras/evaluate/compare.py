@@ -103,7 +103,11 @@ def _prepare(settings: CompareSettings, log) -> _Plan:
         for n in (name, *others):
             if n not in names:
                 raise MtlError(f"depends_on names {n!r}, not compared here; tasks: {', '.join(names)}")
-    recipe.configure_tasks(task_list, settings.label_smoothing, settings.depends_on)
+    for name in settings.dependencies_only:
+        if name not in settings.depends_on:
+            raise MtlError(f"dependencies_only names {name!r}, which depends on no task here: its head would read nothing")
+    recipe.configure_tasks(task_list, settings.label_smoothing, settings.depends_on,
+                           dependencies_only=settings.dependencies_only)
     for name, value in settings.loss_scale.items():
         if name not in names:
             raise MtlError(f"loss scale names {name!r}, not a task here; tasks: {', '.join(names)}")
@@ -161,11 +165,13 @@ def _run_seed(plan: _Plan, result: dict, seed: int) -> None:
 
 
 def _alone(task):
-    """``task`` for its single-task baseline: the same head, without the other tasks it depends on."""
+    """``task`` for its single-task baseline: the same head, without the other tasks it depends on
+    (so it reads the shared features, whatever ``shared_features`` says: it has nothing else)."""
     if not task.depends_on:
         return task
     alone = copy.copy(task)
     alone.depends_on = ()
+    alone.shared_features = True
     return alone
 
 
@@ -225,6 +231,7 @@ def compare(
     loss_scale: dict | None = None, seed: int = 0, jit_compile: bool = False, log=print,
     data_options: dict | None = None, seeds: int = 1, optimizer: str = "adamw", warmup: float = 0.1,
     label_smoothing: float = 0.1, weight_decay: float | None = None, depends_on: dict | None = None,
+    dependencies_only=(),
 ) -> dict:
     """Train single-task baselines and one multi-task model per balancer, for each seed; return metrics and Δm.
 
@@ -233,7 +240,7 @@ def compare(
     Args:
         data, tasks, balancers, trunk, image_size, epochs, batch_size, train_size, eval_size, split,
         learning_rate, loss_scale, seed, jit_compile, data_options, seeds, optimizer, warmup,
-        label_smoothing, weight_decay, depends_on: the ``CompareSettings`` fields.
+        label_smoothing, weight_decay, depends_on, dependencies_only: the ``CompareSettings`` fields.
         log: called with one line per finished run.
 
     Returns:
@@ -259,5 +266,6 @@ def compare(
         learning_rate=learning_rate, loss_scale=loss_scale, seed=seed, jit_compile=jit_compile,
         data_options=data_options, seeds=seeds, optimizer=optimizer, warmup=warmup,
         label_smoothing=label_smoothing, weight_decay=weight_decay, depends_on=depends_on,
+        dependencies_only=dependencies_only,
     )
     return run_comparison(settings, log)

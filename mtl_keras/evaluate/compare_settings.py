@@ -82,6 +82,9 @@ class CompareSettings:
         depends_on: ``{task: (other, ...)}``: in the multi-task runs that task's head also reads those
             tasks' outputs (``--depends-on``, e.g. ``{"shape": ("objects",)}``); its single-task
             baseline has the same head without them, since it trains alone.
+        dependencies_only: tasks whose heads, in the multi-task runs, read only their ``depends_on``
+            tasks and not the shared pooled features (``--dependencies-only``); their single-task
+            baselines read the shared features, having nothing else.
 
     Example:
         >>> s = CompareSettings(tasks=["shape", "box"], balancers="static, PCGrad", seeds=2).checked()
@@ -114,6 +117,7 @@ class CompareSettings:
     label_smoothing: float = 0.1
     weight_decay: float | None = None
     depends_on: dict | None = None
+    dependencies_only: tuple = ()
 
     def checked(self) -> CompareSettings:
         """The settings normalised (balancer and optimizer names, plain dicts) and checked.
@@ -147,7 +151,8 @@ class CompareSettings:
             raise MtlError(f"a balancer is listed twice: {', '.join(balancers)}")
         return dataclasses.replace(self, optimizer=optimizer, balancers=balancers,
                                    data_options=dict(self.data_options or {}), loss_scale=dict(self.loss_scale or {}),
-                                   depends_on={k: tuple(v) for k, v in (self.depends_on or {}).items()})
+                                   depends_on={k: tuple(v) for k, v in (self.depends_on or {}).items()},
+                                   dependencies_only=tuple(self.dependencies_only or ()))
 
     @property
     def seed_list(self) -> list[int]:
@@ -188,4 +193,5 @@ class CompareSettings:
         return {**self.training(), "seeds": self.seeds, "batch_size": self.batch_size,
                 "train_size": self.train_size, "eval_size": self.eval_size,
                 "label_smoothing": float(self.label_smoothing), "zero_init_residual": True,
-                "depends_on": {k: list(v) for k, v in (self.depends_on or {}).items()}}
+                "depends_on": {k: list(v) for k, v in (self.depends_on or {}).items()},
+                "dependencies_only": list(self.dependencies_only or ())}
