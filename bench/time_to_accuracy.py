@@ -3,8 +3,8 @@
 Trains two models on the same trunk, data, recipe and budget, one after the other in this run:
   mtl     the main job's tasks (``--tasks``, default shape,color,objects,mask) on one shared trunk
   single  the ``--target`` task (``shape``) alone on the same trunk
-The main job's model has its ``--depends-on`` (as ``make demo``: shape and color read the detector's
-largest object, the mask reads its class map).
+The main job's model has its ``--depends-on`` and ``--dependencies-only`` (as ``make demo``: shape and
+color read the detector's largest object and only that, the mask reads its class map).
 Both see the same fresh training scenes in the same order (no scene is shown twice) with the same
 learning-rate schedule; every ``--eval-every`` training images each is scored on the same
 validation scenes. For each threshold (``--thresholds``, default 0.80 and 0.90) it prints the
@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--target", default="shape", help="the task whose validation accuracy is timed")
     p.add_argument("--depends-on", default="shape=objects,color=objects,mask=objects",
                    help="as for mtl-keras train (multi-task model only; default: the main job's)")
+    p.add_argument("--dependencies-only", default="shape,color",
+                   help="as for mtl-keras train (multi-task model only; default: the main job's)")
     p.add_argument("--thresholds", default="0.8,0.9")
     p.add_argument("--trunk", default="resnet50")
     p.add_argument("--image-size", type=int, default=64)
@@ -77,11 +79,13 @@ def train_curve(names, args):
     from mtl_keras.train.recipe import configure_tasks, make_optimizer
 
     keras.utils.set_random_seed(args.seed)
-    from mtl_keras.cli.arguments import parse_depends_on
+    from mtl_keras.cli.arguments import parse_dependencies_only, parse_depends_on
 
     tasks = mk.data.tasks_for(args.data, names=names)
     # The single-task model has no other head to depend on.
-    configure_tasks(tasks, args.label_smoothing, parse_depends_on(args.depends_on, names) if len(names) > 1 else {})
+    depends_on = parse_depends_on(args.depends_on, names) if len(names) > 1 else {}
+    only = parse_dependencies_only(args.dependencies_only, depends_on, names) if depends_on else ()
+    configure_tasks(tasks, args.label_smoothing, depends_on, dependencies_only=only)
     steps_per_round = max(args.eval_every // args.batch_size, 1)
     rounds = max(args.images // (steps_per_round * args.batch_size), 1)
     total_steps = steps_per_round * rounds
