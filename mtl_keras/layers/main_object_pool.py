@@ -79,5 +79,5 @@ class MainObjectPool(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # A file saved before ``scale`` existed was trained with linear weights: it keeps them.
+        # A file saved before ``scale`` existed was trained with absolute weights: it keeps them.
         return cls(**{"scale": "absolute", **config})
