@@ -251,6 +251,11 @@ def test_a_head_without_shared_features_needs_dependencies_and_a_global_output()
     configure_tasks(tasks, 0.0, {"mask": ("objects",)}, dependencies_only=("mask",))
     with pytest.raises(MtlError, match="'mask' is dense: its head always reads the shared feature maps"):
         mk.build_model(tasks, "mobilenet_v3_small", 32)
+    # So does the library's configure_tasks, for callers without the flag.
+    with pytest.raises(MtlError, match="'color', which depends on no task here"):
+        configure_tasks(mk.data.tasks_for("shapes", names=["color", "objects"]), 0.0, {}, dependencies_only=("color",))
+    with pytest.raises(MtlError, match="dependencies_only names 'colour', not a task here"):
+        configure_tasks(mk.data.tasks_for("shapes", names=["color"]), 0.0, {}, dependencies_only=("colour",))
     # The flag names its mistakes before anything is built.
     deps = {"color": ("objects",)}
     assert parse_dependencies_only("color", deps, ["color", "objects"]) == ("color",)

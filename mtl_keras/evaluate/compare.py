@@ -103,9 +103,6 @@ def _prepare(settings: CompareSettings, log) -> _Plan:
         for n in (name, *others):
             if n not in names:
                 raise MtlError(f"depends_on names {n!r}, not compared here; tasks: {', '.join(names)}")
-    for name in settings.dependencies_only:
-        if name not in settings.depends_on:
-            raise MtlError(f"dependencies_only names {name!r}, which depends on no task here: its head would read nothing")
     recipe.configure_tasks(task_list, settings.label_smoothing, settings.depends_on,
                            dependencies_only=settings.dependencies_only)
     for name, value in settings.loss_scale.items():

@@ -144,6 +144,9 @@ def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None
     Returns:
         ``tasks``, the same list.
 
+    Raises:
+        MtlError: ``dependencies_only`` names a task that is not here or depends on none.
+
     Example:
         >>> from mtl_keras.tasks import ClassificationTask
         >>> [t] = configure_tasks([ClassificationTask("shape", ["a", "b"])], 0.1, {"shape": ("mask",)})
@@ -158,7 +161,14 @@ def configure_tasks(tasks, label_smoothing: float = 0.0, depends_on: dict | None
         if task.name in depends_on:
             task.depends_on = tuple(depends_on[task.name])
         if task.name in dependencies_only:
+            if not task.depends_on:
+                raise MtlError(f"dependencies_only names {task.name!r}, which depends on no task here: "
+                               f"its head would read nothing")
             task.shared_features = False
+    unknown_names = sorted(set(dependencies_only) - {t.name for t in tasks})
+    if unknown_names:
+        raise MtlError(f"dependencies_only names {', '.join(map(repr, unknown_names))}, not a task here; "
+                       f"tasks: {', '.join(t.name for t in tasks)}")
     return tasks
 
 
