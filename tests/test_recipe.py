@@ -209,7 +209,8 @@ def test_a_mask_reads_the_detection_map_on_its_own_grid():
     tasks[1].depends_on = ("objects",)
     model = mk.build_model(tasks, "mobilenet_v3_small", 32)
     pyramid, detections = model.get_layer("mask_with_deps").input
-    assert tuple(detections.shape) == (None, 8, 8, 6 + 4) and tuple(pyramid.shape[1:3]) == (8, 8)
+    # The map itself, and max-pooled over 5, 9 and 17 cells.
+    assert tuple(detections.shape) == (None, 8, 8, 4 * (6 + 4)) and tuple(pyramid.shape[1:3]) == (8, 8)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     before = model(x)["mask"].numpy()
     bias = model.get_layer("objects_heat_logits").bias
@@ -263,6 +264,22 @@ def test_a_head_without_shared_features_needs_dependencies_and_a_global_output()
         parse_dependencies_only("shape", deps, ["color", "objects"])
     with pytest.raises(MtlError, match="'objects', which has no --depends-on entry"):
         parse_dependencies_only("objects", deps, ["color", "objects"])
+
+
+def test_a_mask_sees_the_detectors_class_out_to_the_objects_edge():
+    # A heatmap peak is ~0 a few cells from the centre; a mask pixel at the object's edge still needs its class.
+    task = mk.tasks.DetectionTask("objects", classes=["a", "b"])
+    det = keras.Input((16, 16, 2 + 4))
+    reads = keras.Model(det, task.summary_for("mask", det, 0, spatial=True))
+    x = np.zeros((1, 16, 16, 6), "float32")
+    x[0, 8, 8, 1] = 0.9   # one object of class b, centred at (8, 8)
+    y = reads(x).numpy()[0]
+    assert y.shape == (16, 16, 4 * 6)
+    b = [1, 7, 13, 19]   # class b in the map itself and in the 5-, 9- and 17-cell max-pools
+    np.testing.assert_allclose(y[8, 10, b], [0, 0.9, 0.9, 0.9])   # 2 cells away
+    np.testing.assert_allclose(y[8, 12, b], [0, 0, 0.9, 0.9])     # 4 cells away
+    np.testing.assert_allclose(y[15, 8, b], [0, 0, 0, 0.9])       # 7 cells away
+    assert not y[..., [0, 6, 12, 18]].any()   # class a: nowhere
 
 
 def test_depends_on_flag_parses_and_names_the_mistake():

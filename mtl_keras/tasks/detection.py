@@ -38,6 +38,9 @@ _MIN_SIGMA_CELLS = 0.5
 # Prior probability of an object centre at a cell: a low start keeps the many empty cells from
 # swamping the first steps (the focal-loss paper's initialisation).
 _HEATMAP_PRIOR = 0.1
+# Widths (in cells) over which a dense reader sees the detection map max-pooled: a peak reaches a pixel
+# up to 2, 4 and 8 cells away (the scenes' objects span 3.5-9 cells at 64 px).
+_REACH_WINDOWS = (5, 9, 17)
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -216,7 +219,13 @@ class DetectionTask(Task):
         what that object looks like (its colour, its outline), which a global average mixes with the rest.
         A dense reader (``spatial``, e.g. a mask) reads the detection map itself: which class is where."""
         if spatial:
-            return super().summary_for(reader, output, index, spatial=True)
+            # The heatmap peaks at object centres and is ~0 at their edges (its spread is a sixth of the
+            # object), so a mask pixel near an edge would find no class there. The map max-pooled over a
+            # few widths (stride 1) carries each peak out to the object's extent.
+            output = super().summary_for(reader, output, index, spatial=True)
+            reach = [keras.layers.MaxPooling2D(k, strides=1, padding="same", name=f"{reader}_reach_{index}_{k}")(output)
+                     for k in _REACH_WINDOWS]
+            return keras.layers.Concatenate(name=f"{reader}_reach_{index}")([output, *reach])
         summary = DetectionSummary(len(self.classes), name=f"{reader}_pool_{index}")(output)
         summary = keras.layers.BatchNormalization(momentum=0.9, name=f"{reader}_pool_{index}_bn")(summary)
         if features is None:
