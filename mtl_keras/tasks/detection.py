@@ -217,7 +217,8 @@ class DetectionTask(Task):
         standardised; a head about the main object needs to know which object is largest. With the
         shared ``features``, also the pyramid pooled at the most prominent object (``MainObjectPool``):
         what that object looks like (its colour, its outline), which a global average mixes with the rest.
-        A dense reader (``spatial``, e.g. a mask) reads the detection map itself: which class is where."""
+        A dense reader (``spatial``, e.g. a mask) reads the detection map itself, which class is where, and
+        the map max-pooled over 5, 9 and 17 cells, which carries each object's class out to its edges."""
         if spatial:
             # The heatmap peaks at object centres and is ~0 at their edges (its spread is a sixth of the
             # object), so a mask pixel near an edge would find no class there. The map max-pooled over a
