@@ -126,7 +126,7 @@ def _tasks(args, data_options: dict) -> tuple[list, dict]:
     tasks = mk.data.tasks_for(args.data, names=args.tasks, **data_options)
     names = [t.name for t in tasks]
     depends_on = parse_depends_on(args.depends_on, names)
-    only = parse_dependencies_only(getattr(args, "dependencies_only", ""), depends_on, names)
+    only = parse_dependencies_only(args.dependencies_only, depends_on, names)
     configure_tasks(tasks, args.label_smoothing, depends_on, dependencies_only=only)
     loss_weights = parse_loss_weights(args.loss_weights)
     unknown_weights = [k for k in loss_weights if k not in names]

@@ -141,17 +141,16 @@ class Task:
         if not self.shared_features and not extra:
             raise MtlError(f"task {self.name!r} reads no shared features (shared_features=False) and depends on no "
                            f"other task: its head would have no input; give it depends_on or shared_features=True")
-        inputs = ([x] if self.shared_features else []) + list(extra or [])
-        if len(inputs) > 1:
-            x = keras.layers.Concatenate(name=f"{self.name}_with_deps")(inputs)
-        else:
-            x = inputs[0]
+        deps = None
+        if extra:
+            deps = extra[0] if len(extra) == 1 else keras.layers.Concatenate(name=f"{self.name}_deps")(extra)
+            # Without the shared features the dependencies are the whole input, concatenated once for both paths.
+            x = keras.layers.Concatenate(name=f"{self.name}_with_deps")([x, *extra]) if self.shared_features else deps
         x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)
         if self.dropout:
             x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(x)
         logits = keras.layers.Dense(self.num_outputs, name=f"{self.name}_logits")(x)
-        if extra:
-            deps = extra[0] if len(extra) == 1 else keras.layers.Concatenate(name=f"{self.name}_deps")(extra)
+        if deps is not None:
             wide = keras.layers.Dense(self.num_outputs, kernel_initializer="zeros", use_bias=False,
                                       name=f"{self.name}_deps_logits")(deps)
             logits = keras.layers.Add(name=f"{self.name}_logits_sum")([logits, wide])
